@@ -1,0 +1,3 @@
+from glmdata.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""Builds canonical GLM-4 messages; every format converter emits through it.
+
+Keeping message construction in one place is what makes every format produce the same shapes:
+tools on the system message, tool calls in the chosen call style, observations as their own turns.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from glmdata.repairs import Fixer, call_arguments, dumps, loads_lenient
+from glmdata.issues import reject
+
+
+class MessagesBuilder:
+    """Accumulates messages for one row and returns ``{"messages": [...]}``."""
+
+    __slots__ = ("fx", "call_style", "messages", "tools", "tools_path")
+
+    def __init__(self, fx: Fixer, call_style: str = "native"):
+        self.fx = fx
+        self.call_style = call_style
+        self.messages: list[dict[str, Any]] = []
+        self.tools: list[dict] | None = None
+        self.tools_path = ""
+
+    def add(self, role: str, content: str, *, loss: bool | None = None, metadata: str | None = None) -> None:
+        message: dict[str, Any] = {"role": role, "content": content}
+        if metadata is not None:
+            message["metadata"] = metadata
+        if loss is not None:
+            message["loss"] = loss
+        self.messages.append(message)
+
+    def call(self, name: str, arguments: dict, *, loss: bool | None = None) -> None:
+        """Append an assistant tool call in the configured call style."""
+        if self.call_style == "json":
+            self.add("assistant", dumps({"name": name, "arguments": arguments}), loss=loss)
+        else:
+            self.add("assistant", dumps(arguments), loss=loss, metadata=name)
+
+    def call_from_text(self, text: str, path: str, *, loss: bool | None = None) -> None:
+        """Append a call written as ``{"name": ..., "arguments": ...}`` text (Glaive ``function_call``)."""
+        try:
+            value = loads_lenient(text, self.fx, path)
+        except ValueError as exc:
+            raise reject("bad-call", path, f"function call is not JSON: {exc}") from None
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            raise reject("bad-call", path, "function call has no string 'name'")
+        arguments = value.get("arguments", value.get("parameters", {}))
+        self.call(value["name"], call_arguments(arguments, self.fx, f"{path}.arguments"), loss=loss)
+
+    def add_tools(self, tools: list[dict] | None, path: str) -> None:
+        """Declare tools for the row (merged by name when declared more than once)."""
+        if not tools:
+            return
+        if self.tools is None:
+            self.tools, self.tools_path = [], path
+        seen = {json.dumps(t, sort_keys=True) for t in self.tools}
+        for tool in tools:
+            key = json.dumps(tool, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                self.tools.append(tool)
+
+    def build(self) -> dict[str, Any]:
+        """The finished row. Tools go on the first system message, created with empty content if none."""
+        messages = self.messages
+        if self.tools:
+            if messages and messages[0]["role"] == "system":
+                first = messages[0]
+                messages[0] = {"role": "system", "content": first["content"], "tools": self.tools}
+                messages[0].update({k: v for k, v in first.items() if k not in messages[0]})
+            else:
+                messages.insert(0, {"role": "system", "content": "", "tools": self.tools})
+        return {"messages": messages}

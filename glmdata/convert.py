@@ -1,0 +1,184 @@
+"""The data path: any supported row -> repaired, checked GLM-4 messages row, or a rejection.
+
+``convert_row`` handles one parsed row; ``convert_file`` streams a file and adds what needs the
+whole file (duplicates); ``convert_batch`` runs inside ``datasets.Dataset.map(batched=True)``.
+Every row in comes out as exactly one :class:`Result`: kept, rejected, or dropped as a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from glmdata import formats
+from glmdata.builder import MessagesBuilder
+from glmdata.checks import check_row
+from glmdata.io import Record, read_records
+from glmdata.issues import Issue, RowError
+from glmdata.repairs import REPAIRS, Fixer, strip_nulls
+
+CallStyle = Literal["native", "json"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to convert. ``disabled_repairs`` are names from :data:`glmdata.repairs.REPAIRS`."""
+
+    from_format: str | None = None
+    call_style: CallStyle = "native"
+    disabled_repairs: frozenset[str] = frozenset()
+    strict: bool = False
+    dedupe: bool = False
+
+    def __post_init__(self) -> None:
+        if self.call_style not in ("native", "json"):
+            raise ValueError(f"call_style must be 'native' or 'json', not {self.call_style!r}")
+        unknown = set(self.disabled_repairs) - set(REPAIRS)
+        if unknown:
+            raise ValueError(f"unknown repair(s): {', '.join(sorted(unknown))}; known: {', '.join(REPAIRS)}")
+        if self.from_format is not None:
+            object.__setattr__(self, "from_format", formats.resolve(self.from_format))
+
+
+@dataclass(slots=True)
+class Result:
+    """The outcome for one input row."""
+
+    index: int
+    line: int | None = None
+    raw: bytes = b""
+    format: str | None = None
+    row: dict | None = None
+    issues: list[Issue] = field(default_factory=list)
+    repairs: list[tuple[str, str]] = field(default_factory=list)
+    rejected: bool = False
+    duplicate_of: int | None = None
+    deduplicated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the row is written to the output."""
+        return not self.rejected and not self.deduplicated
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    def reject_record(self, source: str | None = None) -> dict:
+        """The rejects-file line: where the row was, why it was rejected, and its verbatim text."""
+        record: dict[str, Any] = {"index": self.index}
+        if self.line is not None:
+            record["line"] = self.line
+        if source is not None:
+            record["source"] = source
+        record["errors"] = [i.to_dict() for i in self.issues if i.severity == "error" or self.rejected]
+        try:
+            record["raw"] = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
+        return record
+
+
+def convert_row(value: Any, options: Options = Options(), *, index: int = 0, line: int | None = None, raw: bytes | None = None) -> Result:
+    """Convert one parsed row. Never raises for bad data: problems are in ``result.issues``."""
+    result = Result(index, line, raw if raw is not None else b"")
+    if not isinstance(value, dict):
+        kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
+        result.issues.append(Issue("not-an-object", "row", f"row is a JSON {kind}, not an object"))
+        result.rejected = True
+        return result
+    fx = Fixer(options.disabled_repairs)
+    try:
+        if raw is None or b"null" in raw:
+            value = strip_nulls(value, fx)
+        name = options.from_format or formats.detect(value)
+        if name is None:
+            result.issues.append(Issue("unknown-format", "row", formats.describe_unknown(value)))
+        else:
+            result.format = name
+            builder = MessagesBuilder(fx, options.call_style)
+            formats.FORMATS[name].to_messages(value, fx, builder)
+            result.row = builder.build()
+            result.issues.extend(fx.warnings)
+            result.issues.extend(check_row(result.row))
+    except RowError as exc:
+        result.issues.extend(exc.issues)
+    except RecursionError:
+        result.issues.append(Issue("schema", "row", "nested too deeply to be a chat row"))
+    result.repairs = fx.applied
+    result.rejected = result.row is None or any(
+        i.severity == "error" or options.strict for i in result.issues
+    )
+    return result
+
+
+def convert_rows(rows: Iterable[Any], options: Options = Options()) -> Iterator[Result]:
+    """Convert parsed rows (dicts) in order, with duplicate detection across them."""
+    return _with_duplicates((convert_row(value, options, index=i) for i, value in enumerate(rows)), options)
+
+
+def convert_records(records: Iterable[Record], options: Options = Options()) -> Iterator[Result]:
+    """Convert rows read by :func:`glmdata.io.read_records`, keeping their positions and bytes."""
+    def results() -> Iterator[Result]:
+        for record in records:
+            if record.error is not None:
+                yield Result(record.index, record.line, record.raw, issues=[record.error], rejected=True)
+            else:
+                yield convert_row(record.value, options, index=record.index, line=record.line, raw=record.raw)
+
+    return _with_duplicates(results(), options)
+
+
+def convert_file(path: str | os.PathLike, options: Options = Options()) -> Iterator[Result]:
+    """Stream ``path`` (any supported format, ``"-"`` for stdin) into one Result per row.
+
+    Raises :class:`glmdata.io.InputError` when the file cannot be opened at all.
+    """
+    return convert_records(read_records(path), options)
+
+
+def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Result]:
+    seen: dict[bytes, int] = {}
+    for result in results:
+        if result.row is not None and not result.rejected:
+            key = hashlib.blake2b(orjson.dumps(result.row), digest_size=16).digest()
+            first = seen.setdefault(key, result.index)
+            if first != result.index:
+                result.duplicate_of = first
+                if options.dedupe:
+                    result.deduplicated = True
+                else:
+                    result.issues.append(Issue("duplicate", "row", f"exact duplicate of row {first}"))
+                    result.rejected = options.strict
+        yield result
+
+
+def convert_batch(batch: dict[str, list], options: Options | None = None, **option_values: Any) -> dict[str, list]:
+    """Convert a ``datasets`` batch (column -> values); for ``Dataset.map(batched=True, num_proc=N)``.
+
+    Returns three new columns: ``glm_json`` (the converted row as JSON text, empty when rejected;
+    text because Arrow would merge message structs across rows and inject nulls again), ``glm_ok``
+    and ``glm_issues`` (JSON list of issues). Duplicates are not detected across batches.
+    """
+    options = options or Options(**option_values)
+    columns = list(batch)
+    size = len(batch[columns[0]]) if columns else 0
+    out: dict[str, list] = {"glm_json": [], "glm_ok": [], "glm_issues": []}
+    for i in range(size):
+        row = {column: batch[column][i] for column in columns if not column.startswith("glm_")}
+        result = convert_row(row, options, index=i)
+        out["glm_json"].append(orjson.dumps(result.row).decode() if result.ok else "")
+        out["glm_ok"].append(result.ok)
+        out["glm_issues"].append(orjson.dumps([issue.to_dict() for issue in result.issues]).decode())
+    return out

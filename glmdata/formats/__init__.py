@@ -1,0 +1,48 @@
+"""Input formats. Each module has the Pydantic model of its rows, ``detect(row)`` and ``to_messages``.
+
+A new format is one new module registered in :data:`FORMATS`.
+"""
+
+from __future__ import annotations
+
+from glmdata.formats import alpaca, chatglm3, messages, openai, sharegpt
+
+# Order matters for detection: the first module whose detect() accepts a row wins.
+FORMATS = {
+    "messages": messages,
+    "openai": openai,
+    "sharegpt": sharegpt,
+    "chatglm3": chatglm3,
+    "alpaca": alpaca,
+}
+ALIASES = {"glaive": "sharegpt", "glm4": "messages", "glm-4": "messages", "chatml": "openai"}
+
+
+def format_names() -> list[str]:
+    return list(FORMATS)
+
+
+def resolve(name: str) -> str:
+    """Canonical format name for ``--from``; raises KeyError for unknown names."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in FORMATS:
+        raise KeyError(name)
+    return key
+
+
+def detect(row: dict) -> str | None:
+    """Name of the format this row is written in, or None."""
+    if "messages" in row and isinstance(row["messages"], list):
+        return "openai" if openai.looks_openai(row) else ("sharegpt" if sharegpt.detect(row) else "messages")
+    for name, module in FORMATS.items():
+        if name not in ("messages", "openai") and module.detect(row):
+            return name
+    return None
+
+
+def describe_unknown(row: dict) -> str:
+    keys = ", ".join(sorted(map(str, row))) or "none"
+    known = "; ".join(f"{name}: {module.SIGNATURE}" for name, module in FORMATS.items())
+    return f"cannot tell the format from the keys seen ({keys}); known formats: {known}"
+

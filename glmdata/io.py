@@ -1,0 +1,320 @@
+"""Reading rows from any supported file, and writing files atomically.
+
+Inputs: a JSON array (streamed element by element, never loaded whole), JSONL, gzip of either,
+Parquet, or ``-`` for stdin. Each row comes with its verbatim bytes and its line number, so that a
+rejected row can be kept exactly as it was and reported where it is.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from glmdata.issues import Issue
+
+CHUNK = 1 << 20
+_WS = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+_STRUCTURAL = re.compile(rb'["\[\]{}]')
+
+
+class InputError(Exception):
+    """The input cannot be read at all (missing, a directory, unsupported): a usage/I/O error."""
+
+
+@dataclass(slots=True)
+class Record:
+    """One row as read: its position, its verbatim bytes, and the parsed value or why it failed."""
+
+    index: int
+    line: int | None
+    raw: bytes
+    value: Any = None
+    error: Issue | None = None
+
+
+def read_records(path: str | os.PathLike, *, from_format: str | None = None) -> Iterator[Record]:
+    """Yield every row of ``path`` (``"-"`` is stdin) in order. Never raises for bad rows; raises
+    :class:`InputError` when the file itself cannot be opened."""
+    with _open(path) as stream:
+        head = stream.peek(4)[:4]
+        if head.startswith(b"PAR1"):
+            yield from _parquet(stream, path)
+            return
+        first = _first_byte(stream)
+        if first == b"[":
+            yield from _json_array(stream)
+        else:
+            yield from _jsonl(stream)
+
+
+@contextmanager
+def _open(path: str | os.PathLike) -> Iterator[io.BufferedReader]:
+    if str(path) == "-":
+        stream: IO[bytes] = sys.stdin.buffer
+    else:
+        p = Path(path)
+        if p.is_dir():
+            raise InputError(f"{p} is a directory; give a data file (JSON, JSONL, .gz or Parquet)")
+        try:
+            stream = open(p, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise InputError(f"{p}: no such file") from None
+        except OSError as exc:
+            raise InputError(f"{p}: cannot open ({exc.strerror})") from None
+    try:
+        reader = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+        if reader.peek(2)[:2] == b"\x1f\x8b":
+            reader = io.BufferedReader(gzip.GzipFile(fileobj=reader), CHUNK)  # type: ignore[arg-type]
+        yield reader
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _first_byte(stream: io.BufferedReader) -> bytes:
+    try:
+        data = stream.peek(64)
+    except (EOFError, gzip.BadGzipFile, OSError):
+        return b""
+    return data.lstrip(_BOM).lstrip(_WS)[:1]
+
+
+def parse_row(raw: bytes) -> tuple[Any, Issue | None]:
+    """Parse one JSON value from bytes; on failure say whether it is bad UTF-8 or bad JSON."""
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError as exc:
+        first_error = str(exc)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, Issue("invalid-utf8", "row", f"byte {exc.start} is not valid UTF-8 ({raw[exc.start:exc.start + 4]!r})")
+    try:  # orjson refuses integers beyond 64 bits and deep nesting; the stdlib accepts big integers
+        return json.loads(text, parse_constant=_no_constants), None
+    except (json.JSONDecodeError, ValueError) as exc:
+        return None, Issue("invalid-json", "row", f"not valid JSON: {exc}")
+    except RecursionError:
+        return None, Issue("invalid-json", "row", f"not valid JSON: {first_error}")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _jsonl(stream: io.BufferedReader) -> Iterator[Record]:
+    index = 0
+    try:
+        for line_no, line in enumerate(stream, 1):
+            if line_no == 1 and line.startswith(_BOM):
+                line = line[len(_BOM):]
+            raw = line.strip(_WS)
+            if not raw:
+                continue
+            value, error = parse_row(raw)
+            yield Record(index, line_no, raw, value, error)
+            index += 1
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        yield Record(index, None, b"", None, Issue("truncated-input", "file", f"the compressed stream is cut short ({exc})"))
+
+
+class _ArrayScanner:
+    """Finds the elements of a top-level JSON array in a byte stream with bounded memory."""
+
+    def __init__(self, stream: io.BufferedReader):
+        self.stream = stream
+        self.buf = b""
+        self.eof = False
+        self.line = 1  # line number at buf[line_pos]
+        self.line_pos = 0
+
+    def fill(self) -> bool:
+        if self.eof:
+            return False
+        try:
+            chunk = self.stream.read(max(CHUNK, len(self.buf)))
+        except (EOFError, gzip.BadGzipFile, OSError):
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def line_at(self, pos: int) -> int:
+        self.line += self.buf.count(b"\n", self.line_pos, pos)
+        self.line_pos = pos
+        return self.line
+
+    def compact(self, pos: int) -> int:
+        if pos < CHUNK:
+            return pos
+        self.line_at(pos)
+        self.buf = self.buf[pos:]
+        self.line_pos = 0
+        return 0
+
+    def skip_ws(self, pos: int) -> int:
+        while True:
+            while pos < len(self.buf) and self.buf[pos] in _WS:
+                pos += 1
+            if pos < len(self.buf) or not self.fill():
+                return pos
+
+    def string_end(self, pos: int) -> int:
+        """Index after the closing quote of the string whose body starts at ``pos``; -1 at EOF."""
+        while True:
+            quote = self.buf.find(b'"', pos)
+            if quote < 0:
+                pos = len(self.buf)
+                if not self.fill():
+                    return -1
+                continue
+            backslashes = 0
+            while self.buf[quote - 1 - backslashes] == 0x5C:
+                backslashes += 1
+            if backslashes % 2 == 0:
+                return quote + 1
+            pos = quote + 1
+
+    def value_end(self, pos: int) -> int:
+        """Index after the JSON value starting at ``pos``; -1 if the stream ends first."""
+        opener = self.buf[pos]
+        if opener == 0x22:  # "
+            return self.string_end(pos + 1)
+        if opener not in b"[{":
+            end = pos
+            while True:
+                while end < len(self.buf) and self.buf[end] not in b",]} \t\r\n":
+                    end += 1
+                if end < len(self.buf) or not self.fill():
+                    return end if end < len(self.buf) else -1
+        depth, i = 0, pos
+        while True:
+            found = _STRUCTURAL.search(self.buf, i)
+            if found is None:
+                i = len(self.buf)
+                if not self.fill():
+                    return -1
+                continue
+            i = found.start()
+            c = self.buf[i]
+            if c == 0x22:
+                i = self.string_end(i + 1)
+                if i < 0:
+                    return -1
+                continue
+            if c in b"[{":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+
+
+def _json_array(stream: io.BufferedReader) -> Iterator[Record]:
+    scan = _ArrayScanner(stream)
+    scan.fill()
+    if scan.buf.startswith(_BOM):
+        scan.buf, scan.line_pos = scan.buf[len(_BOM):], 0
+    pos = scan.skip_ws(0) + 1  # past "["
+    index = 0
+    while True:
+        pos = scan.skip_ws(pos)
+        if pos >= len(scan.buf):
+            yield Record(index, scan.line_at(pos), b"", None, Issue("truncated-input", "file", "the JSON array is not closed: the file is cut short"))
+            return
+        if scan.buf[pos] == 0x5D and index == 0:  # empty array
+            return
+        start = pos
+        line = scan.line_at(start)
+        end = scan.value_end(start)
+        if end < 0:
+            yield Record(index, line, scan.buf[start:], None, Issue("truncated-input", "file", f"row {index} (line {line}) is cut short: the file ends inside it"))
+            return
+        raw = scan.buf[start:end]
+        value, error = parse_row(raw)
+        yield Record(index, line, raw, value, error)
+        index += 1
+        pos = scan.skip_ws(end)
+        if pos >= len(scan.buf):
+            yield Record(index, scan.line_at(pos), b"", None, Issue("truncated-input", "file", "the JSON array is not closed: the file is cut short"))
+            return
+        sep = scan.buf[pos]
+        if sep == 0x5D:  # ]
+            return
+        if sep != 0x2C:  # ,
+            line = scan.line_at(pos)
+            yield Record(index, line, scan.buf[pos:pos + 80], None, Issue("invalid-json", "file", f"expected ',' or ']' after row {index - 1} at line {line}, found {chr(sep)!r}; reading stops here"))
+            return
+        pos = scan.compact(pos + 1)
+
+
+def _parquet(stream: io.BufferedReader, path: str | os.PathLike) -> Iterator[Record]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("reading Parquet needs pyarrow: pip install 'glmdata[parquet]'") from None
+    source = stream if str(path) != "-" else io.BytesIO(stream.read())
+    index = 0
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=1024):
+        for value in batch.to_pylist():
+            yield Record(index, None, orjson.dumps(value, default=str), value, None)
+            index += 1
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Open ``path`` for binary writing; the file appears only when the block succeeds.
+
+    Data goes to a temporary file beside the target, which is renamed over it at the end, so an
+    interrupted run leaves no partial output. ``"-"`` writes to stdout.
+    """
+    if str(path) == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def dump_row(row: Any) -> bytes:
+    """One JSONL line: compact JSON, key order and non-ASCII text kept."""
+    return orjson.dumps(row) + b"\n"
+
+
+def write_jsonl(rows: Iterable[Any], path: str | os.PathLike) -> int:
+    """Write rows as JSONL atomically; returns how many were written."""
+    count = 0
+    with atomic_writer(path) as out:
+        for row in rows:
+            out.write(dump_row(row))
+            count += 1
+    return count

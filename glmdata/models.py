@@ -1,0 +1,60 @@
+"""The one internal representation: GLM-4 ``messages`` rows.
+
+Every input format converts into this model; render, stats, validate and glmtrain only ever see it.
+A row is ``{"messages": [Message, ...]}``. Tools live on the system message, as the GLM-4
+finetune README requires, in the OpenAI ``{"type": "function", "function": {...}}`` shape that the
+chat template renders. A native tool call is an assistant message whose ``metadata`` is the tool
+name and whose ``content`` is the arguments as JSON (rendered ``<|assistant|>name\\n{...}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+Role = Literal["system", "user", "assistant", "observation"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "observation")
+BUILTIN_TOOL_TYPES: tuple[str, ...] = ("python", "simple_browser", "cogview")
+
+
+class Function(BaseModel):
+    """A callable tool: its name, what it does, and a JSON Schema for its arguments."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class Tool(BaseModel):
+    """A declared tool. ``function`` tools carry a schema; the built-in GLM-4 tools carry none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function", "python", "simple_browser", "cogview"]
+    function: Function | None = None
+
+
+class Message(BaseModel):
+    """One GLM-4 message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    content: str
+    tools: list[Tool] | None = Field(default=None, description="only on the system message")
+    metadata: str | None = Field(default=None, description="tool name of a native tool call")
+    loss: bool | None = Field(default=None, description="train on this message or not (overrides the role default)")
+
+
+class Conversation(BaseModel):
+    """A GLM-4 ``messages`` row: the canonical output of ``glmdata convert``."""
+
+    model_config = ConfigDict(extra="forbid", title="GLM-4 messages row")
+
+    messages: list[Message] = Field(min_length=1)
+
+
+CONVERSATION = TypeAdapter(Conversation)

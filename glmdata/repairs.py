@@ -1,0 +1,260 @@
+"""Repairs: fixes for what is broken in real data, each named, counted, reported and switchable.
+
+A converter calls :meth:`Fixer.apply` before it repairs something. With the repair switched off
+(``--no-repair NAME``) the same call rejects the row instead, so nothing is ever fixed silently
+and nothing broken slips through because a repair was disabled.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from typing import Any
+
+from glmdata.issues import Issue, reject
+
+REPAIRS: dict[str, str] = {
+    "null-fields": "removed null values (injected by Arrow schema merging; metadata: null renders as 'None')",
+    "tools-json-string": "parsed tools given as a JSON string into a list",
+    "empty-tools": "removed empty tools (\"\", \"[]\", [], null): the template renders an empty tools header",
+    "bare-tool": "wrapped a bare {name, description, parameters} tool as {type: function, function: {...}}",
+    "example-tool-schema": "inferred a parameter schema from example values ({name, args} / {func_call, parameters})",
+    "python-literal-args": "rewrote call arguments written as Python literals (single quotes, True/None) as JSON",
+    "arguments-json-string": "parsed call arguments given as a JSON string into an object",
+    "role-alias": "mapped a role alias or typo (human, users, gpt, bot, tool, function, case, spaces) to its role",
+    "function-call": "turned a function call turn into an assistant tool call",
+    "tools-to-system": "attached tools to the system message (created with empty content if missing)",
+    "call-style": "rewrote a tool call in the chosen --call-style",
+}
+
+CallStyle = str  # "native" | "json"
+
+
+class Fixer:
+    """Collects the repairs applied to one row; rejects the row when a needed repair is switched off."""
+
+    __slots__ = ("disabled", "applied", "warnings")
+
+    def __init__(self, disabled: frozenset[str] = frozenset()):
+        self.disabled = disabled
+        self.applied: list[tuple[str, str]] = []
+        self.warnings: list[Issue] = []
+
+    def apply(self, name: str, path: str, what: str) -> None:
+        """Record repair ``name`` at ``path``; raise a rejection if that repair is switched off."""
+        if name in self.disabled:
+            raise reject("disabled-repair", path, f"{what}; the {name} repair is switched off")
+        self.applied.append((name, path))
+
+
+# ---------------------------------------------------------------------------------------- nulls
+
+_KEEP_NULLS = frozenset({"arguments", "observation"})  # null is real data there
+
+
+def strip_nulls(value: Any, fx: Fixer, path: str = "") -> Any:
+    """Drop every ``key: null`` from nested objects (not from lists, and not inside call arguments)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if item is None:
+                fx.apply("null-fields", where, f"{where} is null")
+                continue
+            out[key] = item if key in _KEEP_NULLS else strip_nulls(item, fx, where)
+        return out
+    if isinstance(value, list):
+        return [strip_nulls(item, fx, f"{path}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
+# ---------------------------------------------------------------------------------------- roles
+
+ROLE_ALIASES: dict[str, str] = {
+    "system": "system",
+    "user": "user",
+    "users": "user",
+    "human": "user",
+    "humans": "user",
+    "usr": "user",
+    "assistant": "assistant",
+    "assistants": "assistant",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "ai": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+    "observation": "observation",
+    "observations": "observation",
+    "tool": "observation",
+    "function": "observation",
+    "function_response": "observation",
+    "tool_response": "observation",
+    "ipython": "observation",
+    "function_call": "function_call",
+    "functioncall": "function_call",
+    "tool_call": "function_call",
+}
+
+
+CANONICAL_ROLES: dict[str, str] = {r: r for r in ("system", "user", "assistant", "observation")}
+
+
+def canonical_role(raw: Any, fx: Fixer, path: str, native: dict[str, str] = CANONICAL_ROLES, aliases: dict[str, str] = ROLE_ALIASES) -> str:
+    """Map a role name to system/user/assistant/observation/function_call.
+
+    ``native`` holds the role names the format itself defines (Glaive's ``human``/``gpt``): they
+    map silently. Anything else that maps (other aliases, case, stray spaces) is a ``role-alias``
+    repair.
+    """
+    role = native.get(raw) if isinstance(raw, str) else None
+    if role is not None:
+        return role
+    if not isinstance(raw, str):
+        raise reject("unknown-role", path, f"role is {type(raw).__name__} {raw!r}, not a string")
+    key = raw.strip().lower().replace(" ", "_").replace("-", "_")
+    role = aliases.get(key)
+    if role is None:
+        known = ", ".join(sorted(set(aliases)))
+        raise reject("unknown-role", path, f"unknown role {raw!r} (known: {known})")
+    fx.apply("role-alias", path, f"role {raw!r} is not canonical")
+    return role
+
+
+# ---------------------------------------------------------------------------------------- JSON text
+
+def loads_lenient(text: str, fx: Fixer, path: str) -> Any:
+    """Parse JSON; fall back to a Python literal (single quotes, True/None), recorded as a repair.
+
+    Raises ValueError when the text is neither.
+    """
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        pass
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
+        raise ValueError(f"not valid JSON: {text[:80]!r}") from exc
+    fx.apply("python-literal-args", path, "written as a Python literal, not JSON")
+    return _jsonable(value, path)
+
+
+def _jsonable(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, path) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, path) for k, v in value.items()}
+    raise ValueError(f"{type(value).__name__} has no JSON equivalent")
+
+
+def call_arguments(value: Any, fx: Fixer, path: str, *, string_is_normal: bool = False) -> dict:
+    """Return call arguments as a dict; parse strings (JSON, or Python literals as a repair).
+
+    ``string_is_normal`` is for formats (OpenAI) whose arguments are a JSON string by definition.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = loads_lenient(value, fx, path)
+        except ValueError as exc:
+            raise reject("arguments-not-object", path, f"arguments are not JSON: {exc}") from None
+        if not string_is_normal and isinstance(parsed, dict):
+            fx.apply("arguments-json-string", path, "arguments given as a JSON string")
+        value = parsed
+    if not isinstance(value, dict):
+        raise reject("arguments-not-object", path, f"arguments are a JSON {_json_type(value)}, not an object")
+    return value
+
+
+def dumps(value: Any) -> str:
+    """JSON text as the GLM-4 data and tutorials write it: non-ASCII kept, ``", "`` and ``": "``."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+# ---------------------------------------------------------------------------------------- tools
+
+def is_empty_tools(value: Any) -> bool:
+    return value is None or value == [] or (isinstance(value, str) and value.strip() in ("", "[]", "null"))
+
+
+def normalize_tools(value: Any, fx: Fixer, path: str) -> list[dict] | None:
+    """Turn any tools value seen in real data into a list of ``{"type", "function"}`` dicts, or None."""
+    if is_empty_tools(value):
+        fx.apply("empty-tools", path, "tools are empty")
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise reject("tools-invalid-json", path, f"tools string is not valid JSON ({exc.msg} at char {exc.pos})") from None
+        fx.apply("tools-json-string", path, "tools given as a JSON string")
+        if is_empty_tools(parsed):
+            return None
+        value = parsed
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise reject("tools-not-list", path, f"tools is a JSON {_json_type(value)}, not a list")
+    return [normalize_tool(tool, fx, f"{path}[{i}]") for i, tool in enumerate(value)]
+
+
+def _is_schema(parameters: Any) -> bool:
+    return isinstance(parameters, dict) and (not parameters or "type" in parameters or "properties" in parameters)
+
+
+def normalize_tool(tool: Any, fx: Fixer, path: str) -> dict:
+    """One tool in the canonical shape; bare and example-valued tools are repaired."""
+    if isinstance(tool, str):
+        try:
+            tool = json.loads(tool)
+        except json.JSONDecodeError:
+            raise reject("bad-tool", path, f"tool is a string that is not JSON: {tool[:60]!r}") from None
+        fx.apply("tools-json-string", path, "tool given as a JSON string")
+    if not isinstance(tool, dict):
+        raise reject("bad-tool", path, f"tool is a JSON {_json_type(tool)}, not an object")
+    kind = tool.get("type")
+    if kind is not None or "function" in tool:
+        if kind in ("python", "simple_browser", "cogview") and "function" not in tool:
+            return {"type": kind}
+        function = tool.get("function")
+        if kind != "function" or not isinstance(function, dict):
+            raise reject("bad-tool", path, f"tool has type {kind!r} but no function object")
+        return {"type": "function", "function": _function(function, fx, f"{path}.function")}
+    if "name" in tool or "func_call" in tool:
+        fx.apply("bare-tool", path, "bare tool definition without {type, function}")
+        return {"type": "function", "function": _function(tool, fx, path)}
+    raise reject("bad-tool", path, f"tool has none of type/function/name (keys: {', '.join(map(str, tool)) or 'none'})")
+
+
+def _function(function: dict, fx: Fixer, path: str) -> dict:
+    function = dict(function)
+    if "func_call" in function and "name" not in function:
+        function = {"name": function.pop("func_call"), **function}
+    name = function.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise reject("bad-tool", f"{path}.name", "tool has no name")
+    if "args" in function and "parameters" not in function:
+        examples = function.pop("args")
+        function["parameters"] = _infer_schema(examples, fx, f"{path}.args")
+    elif "parameters" in function and not _is_schema(function["parameters"]):
+        function["parameters"] = _infer_schema(function["parameters"], fx, f"{path}.parameters")
+    return function
+
+
+def _infer_schema(examples: Any, fx: Fixer, path: str) -> dict:
+    if not isinstance(examples, dict):
+        raise reject("bad-tool", path, f"tool parameters are a JSON {_json_type(examples)}, not an object")
+    fx.apply("example-tool-schema", path, "parameters hold example values, not a JSON Schema")
+    fx.warnings.append(
+        Issue("inferred-schema", path, f"parameter schema inferred from example values for {', '.join(examples) or 'no'} arguments")
+    )
+    properties = {key: ({"type": _json_type(v)} if v is not None else {}) for key, v in examples.items()}
+    return {"type": "object", "properties": properties, "required": list(examples)}
