@@ -49,7 +49,7 @@ class Fixer:
 
 # ---------------------------------------------------------------------------------------- nulls
 
-_KEEP_NULLS = frozenset({"arguments", "observation"})  # null is real data there
+_KEEP_NULLS = frozenset({"arguments", "observation", "content"})  # null is data (or the format's own) there
 
 
 def strip_nulls(value: Any, fx: Fixer, path: str = "") -> Any:
