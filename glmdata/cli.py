@@ -271,6 +271,8 @@ def _schema(output: Path, check: bool) -> int:
 
 def main() -> None:
     """Console-script entry point."""
+    import glmdata.render_cli  # noqa: F401 - registers `render`
+
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - raised outside a command body
