@@ -272,6 +272,7 @@ def _schema(output: Path, check: bool) -> int:
 def main() -> None:
     """Console-script entry point."""
     import glmdata.render_cli  # noqa: F401 - registers `render`
+    import glmdata.stats_cli  # noqa: F401 - registers `stats` and `split`
 
     try:
         app()
