@@ -1,7 +1,8 @@
 """Deterministic train/eval split, stratified so that tool-call rows land in both parts.
 
 Two streaming passes over the input: the first classifies rows (one byte per row), the second
-writes them. Same input, fraction and seed give the same split on any machine.
+writes them. Same input, fraction and seed give the same split on any machine. An exact duplicate
+goes to the part its first copy went to, so no eval row is also a train row.
 """
 
 from __future__ import annotations
@@ -35,17 +36,21 @@ def stratum(messages: list[dict]) -> int:
     return PLAIN
 
 
-def choose_eval(strata: bytearray, fraction: float, seed: int) -> set[int]:
+def choose_eval(strata: bytearray, fraction: float, seed: int, copies: dict[int, int] | None = None) -> set[int]:
     """Indices (into ``strata``) of the eval rows: ``fraction`` of each stratum, at least one row of
-    every stratum that has two or more rows, so both parts see every kind of row."""
+    every stratum that has two or more rows, so both parts see every kind of row. ``copies`` maps
+    the position of a duplicate to the position of its first copy; duplicates follow their first
+    copy instead of being drawn."""
+    copies = copies or {}
     rng = random.Random(seed)
     chosen: set[int] = set()
     for kind in sorted(set(strata)):
-        members = [i for i, s in enumerate(strata) if s == kind]
+        members = [i for i, s in enumerate(strata) if s == kind and i not in copies]
         take = round(fraction * len(members))
         if fraction > 0 and len(members) >= 2:
             take = min(max(take, 1), len(members) - 1)
         chosen.update(rng.sample(members, take))
+    chosen.update(position for position, first in copies.items() if first in chosen)
     return chosen
 
 
@@ -55,11 +60,17 @@ def split_file(path: str, train_path: str, eval_path: str, *, fraction: float, s
         raise ValueError(f"the eval fraction must be between 0 and 1, not {fraction}")
     strata = bytearray()
     report = Report(path)
+    position_of: dict[int, int] = {}  # source index -> position among written rows (first copies only)
+    copies: dict[int, int] = {}
     for result in convert_file(path, options):
         report.add(result)
         if result.ok:
+            if result.duplicate_of is not None:
+                copies[len(strata)] = position_of[result.duplicate_of]
+            else:
+                position_of[result.index] = len(strata)
             strata.append(stratum(result.row["messages"]))
-    chosen = choose_eval(strata, fraction, seed)
+    chosen = choose_eval(strata, fraction, seed, copies)
     counts = {name: [0, 0] for name in STRATA.values()}
     position = 0
     with atomic_writer(train_path) as train, atomic_writer(eval_path) as evaluation:
