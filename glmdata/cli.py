@@ -271,11 +271,12 @@ def _schema(output: Path, check: bool) -> int:
 
 def main() -> None:
     """Console-script entry point."""
-    import glmdata.render_cli  # noqa: F401 - registers `render`
-    import glmdata.stats_cli  # noqa: F401 - registers `stats` and `split`
-
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - raised outside a command body
         err.print("[red]interrupted[/]")
         sys.exit(130)
+
+
+# The other commands live in their own modules and register themselves on `app`.
+from glmdata import render_cli, stats_cli  # noqa: E402,F401
