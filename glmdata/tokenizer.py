@@ -1,0 +1,227 @@
+"""Load a tokenizer from a local directory, offline, as a transformers fast tokenizer.
+
+Two layouts are supported:
+- a directory with ``tokenizer.json`` (any model saved by ``tokenizers``/transformers, e.g.
+  glm-4-9b-chat-hf): loaded with ``AutoTokenizer(local_files_only=True)``;
+- glm-4-9b-chat's original layout: the tiktoken vocabulary ``tokenizer.model`` (``base64 rank``
+  lines), ``tokenizer_config.json`` (special tokens and their ids) and optionally ``pat_str.txt``.
+  Its ``ChatGLM4Tokenizer`` is remote code we do not run; instead the vocabulary is converted
+  with transformers' ``TikTokenConverter`` into a fast tokenizer with the same ids. The
+  conversion is cached as ``tokenizer.json`` under ``cache_dir()``, keyed by the input files'
+  hash.
+
+The network is never used. transformers and tokenizers are imported inside the functions, so
+``import glmdata.tokenizer`` stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GLM4_PAT_STR", "TokenizerError", "cache_dir", "load_tokenizer"]
+
+#: The pre-tokenizer regex of ChatGLM4Tokenizer (``tokenization_chatglm.py``, also ``pat_str.txt``),
+#: used when the directory has no ``pat_str.txt``.
+GLM4_PAT_STR = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Bump when the conversion changes, so stale cached tokenizer.json files are not reused.
+_CONVERSION_VERSION = "1"
+_TIKTOKEN_LINE = re.compile(rb"^[A-Za-z0-9+/]+=*\s+\d+\s*$")
+
+_LAYOUTS = "tokenizer.json, or glm-4-9b-chat's tiktoken files (tokenizer.model with tokenizer_config.json)"
+
+
+class TokenizerError(ValueError):
+    """No usable tokenizer at the given path; the message says what was looked for and how to fix it."""
+
+
+def cache_dir() -> Path:
+    """Where converted tokenizers are cached: ``$GLMDATA_CACHE_DIR``, else ``$XDG_CACHE_HOME/glmdata``
+    (default ``~/.cache/glmdata``)."""
+    if os.environ.get("GLMDATA_CACHE_DIR"):
+        return Path(os.environ["GLMDATA_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "glmdata"
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """Load the tokenizer in local directory ``path`` as a ``PreTrainedTokenizerFast``.
+
+    ``path`` may also name a file inside such a directory (``tokenizer.json``,
+    ``tokenizer_config.json``, ``tokenizer.model``). For glm-4-9b-chat's tiktoken layout the
+    result has the original ids (``[gMASK]`` 151331, ``<sop>`` 151333, ``<|user|>`` 151336,
+    ``<|assistant|>`` 151337, ...), the special tokens and settings of ``tokenizer_config.json``,
+    and the directory's chat template (``chat_template.jinja``, else ``tokenizer_config.json``).
+    Never touches the network. Raises ``TokenizerError`` (never a hub traceback) when nothing
+    usable is found or the files cannot be loaded.
+    """
+    directory = Path(path).expanduser()
+    if not directory.exists():
+        raise TokenizerError(
+            f"tokenizer path {str(path)!r} does not exist; pass a local tokenizer directory "
+            f"containing {_LAYOUTS} (a model downloaded with `hf download MODEL --local-dir DIR`)"
+        )
+    if directory.is_file():
+        directory = directory.parent
+    if (directory / "tokenizer.json").is_file():
+        return _load_tokenizer_json(directory)
+    model_file = directory / "tokenizer.model"
+    if model_file.is_file() and _is_tiktoken_file(model_file):
+        return _load_tiktoken(directory)
+    found = ", ".join(sorted(p.name for p in directory.iterdir())[:12]) or "nothing"
+    raise TokenizerError(
+        f"no usable tokenizer in {directory}: looked for {_LAYOUTS}; found {found}. "
+        "Pass the model's tokenizer directory"
+    )
+
+
+def _is_tiktoken_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        first = f.readline(4096)
+    return bool(_TIKTOKEN_LINE.match(first))
+
+
+def _load_tokenizer_json(directory: Path) -> Any:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception:
+        # AutoTokenizer refuses configs naming a remote-code class (auto_map) without
+        # trust_remote_code; tokenizer.json alone is enough for the fast tokenizer.
+        try:
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
+        except Exception as e:
+            raise TokenizerError(f"cannot load the tokenizer in {directory}: {type(e).__name__}: {e}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise TokenizerError(
+            f"the tokenizer in {directory} loaded as a slow tokenizer ({type(tokenizer).__name__}); "
+            "glmdata needs a fast one (character offsets for loss masks)"
+        )
+    return tokenizer
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TokenizerError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path} is not a JSON object")
+    return data
+
+
+def _special_tokens(config: dict, config_path: Path) -> list[tuple[int, dict]]:
+    decoder = config.get("added_tokens_decoder")
+    if not isinstance(decoder, dict) or not decoder:
+        raise TokenizerError(
+            f"{config_path} has no added_tokens_decoder: the special tokens and their ids "
+            "([gMASK], <sop>, <|user|>, ...) are needed to convert tokenizer.model"
+        )
+    try:
+        tokens = sorted((int(i), t) for i, t in decoder.items())
+    except (TypeError, ValueError):
+        raise TokenizerError(f"{config_path}: added_tokens_decoder keys must be token ids") from None
+    return tokens
+
+
+def _load_tiktoken(directory: Path) -> Any:
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    config_path = directory / "tokenizer_config.json"
+    if not config_path.is_file():
+        raise TokenizerError(
+            f"{directory} has tokenizer.model but no tokenizer_config.json; both are needed "
+            "(the config lists the special tokens and their ids)"
+        )
+    config = _read_json(config_path)
+    specials = _special_tokens(config, config_path)
+    pat_file = directory / "pat_str.txt"
+    pattern = pat_file.read_text(encoding="utf-8") if pat_file.is_file() else GLM4_PAT_STR
+    model_bytes = (directory / "tokenizer.model").read_bytes()
+
+    key = hashlib.sha256()
+    for part in (_CONVERSION_VERSION.encode(), model_bytes, pattern.encode(), json.dumps(specials).encode()):
+        key.update(hashlib.sha256(part).digest())
+    cached = cache_dir() / "tokenizers" / key.hexdigest()[:32] / "tokenizer.json"
+    if cached.is_file():
+        backend = Tokenizer.from_file(str(cached))
+    else:
+        backend = _convert_tiktoken(directory / "tokenizer.model", pattern, specials)
+        _save_atomically(backend, cached)
+
+    chat_template = None
+    if (directory / "chat_template.jinja").is_file():
+        chat_template = (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    elif isinstance(config.get("chat_template"), str):
+        chat_template = config["chat_template"]
+
+    settings = {
+        name: config[name]
+        for name in ("eos_token", "pad_token", "bos_token", "unk_token", "padding_side", "clean_up_tokenization_spaces")
+        if isinstance(config.get(name), (str, bool))
+    }
+    if isinstance(config.get("model_max_length"), int):
+        settings["model_max_length"] = config["model_max_length"]
+    extra = config.get("additional_special_tokens") or config.get("extra_special_tokens")
+    if isinstance(extra, list):
+        settings["extra_special_tokens"] = extra
+    return PreTrainedTokenizerFast(tokenizer_object=backend, chat_template=chat_template, **settings)
+
+
+def _convert_tiktoken(model_file: Path, pattern: str, specials: list[tuple[int, dict]]) -> Any:
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    try:
+        backend = TikTokenConverter(vocab_file=str(model_file), pattern=pattern).converted()
+    except Exception as e:
+        raise TokenizerError(f"cannot convert {model_file} (tiktoken vocabulary): {type(e).__name__}: {e}") from None
+    vocab_size = backend.get_vocab_size(with_added_tokens=False)
+    expected = list(range(vocab_size, vocab_size + len(specials)))
+    if [i for i, _ in specials] != expected:
+        # New tokens get the next free ids, so the config's ids must continue the vocabulary.
+        raise TokenizerError(
+            f"special token ids in tokenizer_config.json must be {vocab_size}..{vocab_size + len(specials) - 1} "
+            f"(right after the {vocab_size} ranks of {model_file.name}); got {[i for i, _ in specials]}"
+        )
+    backend.add_special_tokens(
+        [
+            AddedToken(
+                t["content"],
+                single_word=t.get("single_word", False),
+                lstrip=t.get("lstrip", False),
+                rstrip=t.get("rstrip", False),
+                normalized=t.get("normalized", False),
+                special=t.get("special", True),
+            )
+            for _, t in specials
+        ]
+    )
+    for i, t in specials:
+        if backend.token_to_id(t["content"]) != i:
+            raise TokenizerError(
+                f"special token {t['content']!r} got id {backend.token_to_id(t['content'])}, expected {i}"
+            )
+    return backend
+
+
+def _save_atomically(backend: Any, target: Path) -> None:
+    # A cache is an optimisation: if it cannot be written (read-only home), carry on without it.
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        os.close(fd)
+        backend.save(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        pass

@@ -1,0 +1,418 @@
+"""glmdata.masks: token labels = the official GLM-4 finetune demo's, spans covered exactly."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tiny_tokenizer import GLM4_PAT_STR, OFFICIAL_TEMPLATE, build_tiny_tokenizer, conversations
+
+from glmdata.masks import (
+    IGNORE_INDEX,
+    MaskError,
+    TruncationReport,
+    encode_rendered,
+    tokenize,
+    tokenize_batch,
+    truncation_report,
+)
+from glmdata.render import GENERATION_TEMPLATE, NothingToTrain, Rendered, load_template, render_spans
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+GLM4_DIR = SHARED / "tokenizer" / "glm-4-9b-chat"
+SHARED_DATA_FILES = sorted((SHARED / "data").rglob("*.json")) if (SHARED / "data").is_dir() else []
+needs_glm4 = pytest.mark.skipif(not GLM4_DIR.is_dir(), reason="../shared/tokenizer/glm-4-9b-chat not present")
+hypothesis_settings = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+GMASK, SOP, SYSTEM, USER, ASSISTANT, OBSERVATION = 151331, 151333, 151335, 151336, 151337, 151338
+X = IGNORE_INDEX
+
+
+@lru_cache(maxsize=1)
+def tiny():
+    return build_tiny_tokenizer(OFFICIAL_TEMPLATE)
+
+
+@lru_cache(maxsize=1)
+def glm4():
+    from glmdata.tokenizer import load_tokenizer
+
+    return load_tokenizer(GLM4_DIR)
+
+
+def demo_process_batch(tokenizer, conversation, combine=False):
+    """The official demo's ``process_batch`` for one conversation (GLM-4 ``finetune_demo/finetune.py``,
+    commit a3e59fb9), with the official template and no truncation."""
+    if combine:
+        input_ids = tokenizer.apply_chat_template(
+            conversation, tokenize=True, return_dict=False, chat_template=OFFICIAL_TEMPLATE
+        )
+        loss_masks = [False] * len(input_ids)
+        last_assistant_index = len(input_ids) - input_ids[::-1].index(ASSISTANT) - 1
+        for j in range(last_assistant_index + 1, len(input_ids)):
+            loss_masks[j] = True
+    else:
+        input_ids = [GMASK, SOP]
+        loss_masks = [False, False]
+        for message in conversation:
+            loss_mask_val = message["role"] not in ("system", "user", "observation")
+            new_input_ids = tokenizer.apply_chat_template(
+                [message], tokenize=True, return_dict=False, chat_template=OFFICIAL_TEMPLATE
+            )[2:]
+            input_ids += new_input_ids
+            loss_masks += [loss_mask_val] * len(new_input_ids)
+    input_ids.append(USER)  # EOS for chat
+    loss_masks = [False, *loss_masks]
+    labels = [token if mask else X for token, mask in zip(input_ids, loss_masks)]
+    return input_ids, labels
+
+
+# --- a hand-checked example --------------------------------------------------------------------
+
+EXAMPLE = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "metadata": "f", "content": "{}"},
+    {"role": "observation", "content": "1"},
+    {"role": "assistant", "content": "ok"},
+]
+# Written out by hand as (token, id, label). Tiny tokenizer: one token per byte, id = byte value.
+EXAMPLE_TABLE = [
+    ("[gMASK]", GMASK, X),
+    ("<sop>", SOP, X),
+    ("<|user|>", USER, X),
+    ("\n", 10, X),
+    ("h", 104, X),
+    ("i", 105, X),
+    ("<|assistant|>", ASSISTANT, X),  # the tag that opens the turn: not trained
+    ("f", 102, 102),  # the tool-name line of the native call
+    ("\n", 10, 10),
+    ("{", 123, 123),
+    ("}", 125, 125),
+    ("<|observation|>", OBSERVATION, OBSERVATION),  # the tag that ends the turn: trained
+    ("\n", 10, X),
+    ("1", 49, X),
+    ("<|assistant|>", ASSISTANT, X),
+    ("\n", 10, 10),
+    ("o", 111, 111),
+    ("k", 107, 107),
+    ("<|user|>", USER, USER),  # appended after the conversation ("EOS for chat"): trained
+]
+EXAMPLE_IDS = [token_id for _, token_id, _ in EXAMPLE_TABLE]
+EXAMPLE_LABELS = [label for _, _, label in EXAMPLE_TABLE]
+
+
+def test_hand_checked_example():
+    out = tokenize(EXAMPLE, tiny())
+    assert [tiny().decode([token_id]) for token_id in out["input_ids"]] == [token for token, _, _ in EXAMPLE_TABLE]
+    assert out["input_ids"] == EXAMPLE_IDS
+    assert out["labels"] == EXAMPLE_LABELS
+    assert out["assistant_masks"] == [int(label != X) for label in EXAMPLE_LABELS]
+    assert (out["input_ids"], out["labels"]) == demo_process_batch(tiny(), EXAMPLE)
+
+
+def test_hand_checked_example_last_and_all():
+    last = tokenize(EXAMPLE, tiny(), train_on="last")
+    assert last["labels"] == [X] * 15 + [10, 111, 107, USER]
+    # The demo's combine mode shifts its mask twice: it also drops the "\n" after the last tag.
+    _, combine_labels = demo_process_batch(tiny(), EXAMPLE, combine=True)
+    assert combine_labels == [X] * 16 + [111, 107, USER]
+    everything = tokenize(EXAMPLE, tiny(), train_on="all")
+    assert everything["labels"] == EXAMPLE_IDS
+    assert everything["assistant_masks"] == [1] * len(EXAMPLE_IDS)
+
+
+def test_loss_flags_train_other_roles_and_untrain_assistants():
+    row = [
+        {"role": "user", "content": "a", "loss": True},
+        {"role": "assistant", "content": "b", "loss": False},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
+    out = tokenize(row, tiny())
+    # [gMASK] <sop> <|user|> \n a <|assistant|> \n b <|user|> \n c <|assistant|> \n d <|user|>
+    assert out["input_ids"] == [GMASK, SOP, USER, 10, 97, ASSISTANT, 10, 98, USER, 10, 99, ASSISTANT, 10, 100, USER]
+    assert out["labels"] == [X, X, X, 10, 97, ASSISTANT, X, X, X, X, X, X, 10, 100, USER]
+
+
+def test_max_length_cuts_all_columns():
+    out = tokenize(EXAMPLE, tiny(), max_length=9)
+    assert out["input_ids"] == EXAMPLE_IDS[:9]
+    assert out["labels"] == EXAMPLE_LABELS[:9]
+    assert len(out["assistant_masks"]) == 9
+
+
+def test_truncation_report():
+    assert truncation_report(EXAMPLE, tiny(), None) == TruncationReport(19, 9, None, False, 0, 0, False)
+    assert truncation_report(EXAMPLE, tiny(), 19) == TruncationReport(19, 9, 19, False, 0, 0, False)
+    # Cut between "\n" and "{" of the tool call: inside a trained turn.
+    report = truncation_report(EXAMPLE, tiny(), 9)
+    assert report == TruncationReport(19, 9, 9, True, 10, 7, True)
+    assert report.trained_tokens_kept == 2
+    # Cut right after <|observation|>, the end of the first trained turn: not inside it.
+    assert truncation_report(EXAMPLE, tiny(), 12) == TruncationReport(19, 9, 12, True, 7, 4, False)
+    # Cut inside the untrained observation turn.
+    assert truncation_report(EXAMPLE, tiny(), 13).cut_inside_trained_turn is False
+
+
+def test_truncation_report_consecutive_trained_turns():
+    row = [
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "a"},
+        {"role": "assistant", "content": "b"},
+    ]
+    # ... <|assistant|> \n a <|assistant|> | \n b <|user|>: the cut falls between two trained turns.
+    out = tokenize(row, tiny())
+    cut = out["input_ids"].index(ASSISTANT, 6) + 1
+    assert out["labels"][cut - 1] != X and out["labels"][cut] != X
+    assert truncation_report(row, tiny(), cut).cut_inside_trained_turn is False
+    assert truncation_report(row, tiny(), cut + 1).cut_inside_trained_turn is True
+
+
+def test_nothing_to_train_is_raised():
+    with pytest.raises(NothingToTrain):
+        tokenize([{"role": "user", "content": "u"}], tiny())
+
+
+# --- properties --------------------------------------------------------------------------------
+
+
+def assert_masks_match_spans(tokenizer, rendered: Rendered, out: dict) -> None:
+    """Every trained token lies inside a trained span, and every span is covered by trained tokens."""
+    encoding = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+    assert encoding["input_ids"] == out["input_ids"]
+    covered = set()
+    for (start, end), label, mask, token in zip(
+        encoding["offset_mapping"], out["labels"], out["assistant_masks"], out["input_ids"]
+    ):
+        inside = any(a <= start and end <= b for a, b in rendered.spans)
+        assert inside == (label != X) == bool(mask)
+        if inside:
+            assert label == token
+            covered.update(range(start, end))
+    assert covered == {i for a, b in rendered.spans for i in range(a, b)}
+
+
+@given(conversations(), st.sampled_from(["assistant", "last", "all"]))
+@hypothesis_settings
+def test_masks_cover_exactly_the_trained_spans(messages, train_on):
+    try:
+        rendered = render_spans(messages, train_on=train_on)
+    except NothingToTrain:
+        return
+    assert_masks_match_spans(tiny(), rendered, tokenize(messages, tiny(), train_on=train_on))
+
+
+@given(conversations(loss_flags=False))
+@hypothesis_settings
+def test_same_labels_as_the_official_demo(messages):
+    try:
+        ours = tokenize(messages, tiny())
+    except NothingToTrain:
+        return
+    assert (ours["input_ids"], ours["labels"]) == demo_process_batch(tiny(), messages)
+
+
+@given(conversations(loss_flags=False, end_with_assistant=True))
+@hypothesis_settings
+def test_last_is_the_demo_combine_mode_without_its_off_by_one(messages):
+    ours = tokenize(messages, tiny(), train_on="last")
+    ids, labels = demo_process_batch(tiny(), messages, combine=True)
+    assert ours["input_ids"] == ids
+    first_answer_token = len(ids) - ids[::-1].index(ASSISTANT)
+    assert labels[first_answer_token] == X  # the demo's double shift
+    assert ours["labels"][:first_answer_token] + ours["labels"][first_answer_token + 1 :] == (
+        labels[:first_answer_token] + labels[first_answer_token + 1 :]
+    )
+    assert ours["labels"][first_answer_token] == ids[first_answer_token]
+
+
+def transformers_assistant_masks(tokenizer, messages):
+    out = tokenizer.apply_chat_template(
+        [{k: v for k, v in m.items() if v is not None} for m in messages],
+        chat_template=load_template(GENERATION_TEMPLATE).text,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+    )
+    return out["input_ids"], out["assistant_masks"]
+
+
+def assert_consistent_with_transformers(tokenizer, messages):
+    """The generation template's masks from apply_chat_template agree with ours on the rendered
+    text (ours also covers the appended <|user|>). transformers maps a block's last character to
+    its FIRST token, so when that character is split over several byte tokens, the later ones are
+    missing from its mask: those are the only differences allowed."""
+    ours = tokenize(messages, tokenizer)
+    ids, theirs = transformers_assistant_masks(tokenizer, messages)
+    assert ours["input_ids"][: len(ids)] == ids and len(ours["input_ids"]) == len(ids) + 1
+    encoding = tokenizer(render_spans(messages).text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoding["offset_mapping"]
+    for i, (mine, hf) in enumerate(zip(ours["assistant_masks"], theirs)):
+        if mine != hf:
+            assert mine == 1 and hf == 0 and i > 0 and offsets[i] == offsets[i - 1], (i, offsets[i])
+
+
+@given(conversations())
+@hypothesis_settings
+def test_generation_template_masks_agree_with_ours(messages):
+    try:
+        render_spans(messages)
+    except NothingToTrain:
+        return
+    assert_consistent_with_transformers(tiny(), messages)
+
+
+def test_generation_template_masks_hand_example():
+    ids, masks = transformers_assistant_masks(tiny(), EXAMPLE)
+    assert ids == EXAMPLE_IDS[:-1]
+    assert masks == [int(label != X) for label in EXAMPLE_LABELS[:-1]]
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+
+def test_tokenize_batch_matches_tokenize():
+    rows = [EXAMPLE, EXAMPLE[:2], [{"role": "user", "content": "长"}, {"role": "assistant", "content": "文本" * 50}]]
+    batch = tokenize_batch({"messages": rows}, tiny(), max_length=40)
+    assert batch == {
+        key: [tokenize(row, tiny(), max_length=40)[key] for row in rows]
+        for key in ("input_ids", "labels", "assistant_masks")
+    }
+    as_json = tokenize_batch(
+        {"glm_json": [json.dumps({"messages": r}) for r in rows]}, tiny(), max_length=40, column="glm_json"
+    )
+    assert as_json == batch
+
+
+def test_tokenize_batch_names_the_row():
+    rows = [EXAMPLE, [{"role": "user", "content": "u"}]]
+    with pytest.raises(NothingToTrain, match="row 1 of the batch"):
+        tokenize_batch({"messages": rows}, tiny())
+    with pytest.raises(ValueError, match="row 0 of the batch"):
+        tokenize_batch({"messages": ["{not json"]}, tiny())
+
+
+def test_tokenize_batch_in_datasets_map():
+    datasets = pytest.importorskip("datasets")
+    rows = [
+        {"messages": EXAMPLE},
+        {
+            "messages": [
+                {"role": "system", "content": "S"},
+                {"role": "user", "content": "u", "loss": True},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+    ]
+    dataset = datasets.Dataset.from_list(rows)  # Arrow fills absent keys with None
+    assert dataset[0]["messages"][0]["metadata"] is None
+    mapped = dataset.map(tokenize_batch, batched=True, fn_kwargs={"tokenizer": tiny()}, remove_columns=["messages"])
+    assert mapped["labels"] == [tokenize(r["messages"], tiny())["labels"] for r in rows]
+
+
+# --- tokenizers that cannot give correct masks -------------------------------------------------
+
+
+def test_tokenizer_without_glm4_special_tokens_is_refused():
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(vocab={chr(i): i for i in range(32, 127)} | {"\n": 10}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(GLM4_PAT_STR), behavior="isolated")
+    plain = PreTrainedTokenizerFast(tokenizer_object=backend)
+    with pytest.raises(MaskError, match=r"\[gMASK\]"):
+        tokenize(EXAMPLE, plain)
+
+
+def test_token_crossing_a_span_edge_is_refused():
+    rendered = render_spans(EXAMPLE)
+    # A span edge in the middle of the [gMASK] token.
+    with pytest.raises(MaskError, match="crosses the edge"):
+        encode_rendered(Rendered(rendered.text, [(3, 20)]), tiny())
+    with pytest.raises(MaskError, match="crosses the edge"):
+        encode_rendered(Rendered(rendered.text, [(0, 3)]), tiny())
+
+
+# --- the real GLM-4 vocabulary (skipped without ../shared) -------------------------------------
+
+
+# Written out by hand as (token, id, label), with the real glm-4-9b-chat vocabulary.
+GLM4_EXAMPLE = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "metadata": "get_weather", "content": '{"a": 1}'},
+]
+GLM4_EXAMPLE_TABLE = [
+    ("[gMASK]", GMASK, X),
+    ("<sop>", SOP, X),
+    ("<|user|>", USER, X),
+    ("\n", 198, X),
+    ("hi", 6023, X),
+    ("<|assistant|>", ASSISTANT, X),
+    ("get", 455, 455),
+    ("_weather", 68852, 68852),
+    ("\n", 198, 198),
+    ('{"', 4913, 4913),
+    ("a", 64, 64),
+    ('":', 788, 788),
+    (" ", 220, 220),
+    ("1", 16, 16),
+    ("}", 92, 92),
+    ("<|user|>", USER, USER),
+]
+
+
+@needs_glm4
+def test_glm4_hand_checked_example():
+    out = tokenize(GLM4_EXAMPLE, glm4())
+    assert [glm4().decode([token_id]) for token_id in out["input_ids"]] == [t for t, _, _ in GLM4_EXAMPLE_TABLE]
+    assert out["input_ids"] == [token_id for _, token_id, _ in GLM4_EXAMPLE_TABLE]
+    assert out["labels"] == [label for _, _, label in GLM4_EXAMPLE_TABLE]
+
+
+@needs_glm4
+def test_glm4_special_tokens_are_single_ids():
+    out = tokenize(EXAMPLE, glm4())
+    assert out["input_ids"][:3] == [GMASK, SOP, USER]
+    assert out["input_ids"].count(ASSISTANT) == 2 and out["input_ids"][-1] == USER
+    assert (out["input_ids"], out["labels"]) == demo_process_batch(glm4(), EXAMPLE)
+
+
+@needs_glm4
+@given(conversations(), st.sampled_from(["assistant", "last", "all"]))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_glm4_masks_cover_exactly_the_trained_spans(messages, train_on):
+    try:
+        rendered = render_spans(messages, train_on=train_on)
+    except NothingToTrain:
+        return
+    assert_masks_match_spans(glm4(), rendered, tokenize(messages, glm4(), train_on=train_on))
+
+
+@needs_glm4
+@pytest.mark.skipif(not SHARED_DATA_FILES, reason="../shared/data not present")
+@pytest.mark.parametrize("path", SHARED_DATA_FILES, ids=[p.name for p in SHARED_DATA_FILES])
+def test_glm4_same_labels_as_the_official_demo_on_every_shared_row(path):
+    from glmdata.convert import convert_file
+
+    rows = [r.row["messages"] for r in convert_file(path) if r.row is not None]
+    batch = tokenize_batch({"messages": rows}, glm4())
+    mismatched = []
+    for index, messages in enumerate(rows):
+        ids, labels = demo_process_batch(glm4(), messages)
+        if (batch["input_ids"][index], batch["labels"][index]) != (ids, labels):
+            mismatched.append(index)
+    assert not mismatched, f"{len(mismatched)} of {len(rows)} rows differ from the demo, first: {mismatched[:5]}"
+
+
+@needs_glm4
+@pytest.mark.skipif(not SHARED_DATA_FILES, reason="../shared/data not present")
+def test_glm4_generation_template_masks_on_shared_tool_rows():
+    from glmdata.convert import convert_file
+
+    for result in convert_file(SHARED / "data" / "glaive_toolcall_zh_1k.json"):
+        if result.row is not None:
+            assert_consistent_with_transformers(glm4(), result.row["messages"])
