@@ -196,11 +196,9 @@ def _measure(stats: Stats, batch: Iterable[Result], tokenizer: Any, train_on: st
     if not rendered:
         return
     if tokenizer is not None:
-        from glmdata.masks import _check_tokenizer, _token_spans
+        from glmdata.masks import token_spans
 
-        _check_tokenizer(tokenizer)
-        encodings = tokenizer([r.text for _, r in rendered], add_special_tokens=False, return_offsets_mapping=True)
-        per_row = [_token_spans(offsets, r) for (_, r), offsets in zip(rendered, encodings["offset_mapping"])]
+        per_row = token_spans([r for _, r in rendered], tokenizer)
     else:  # characters: position i belongs to span j or -1
         per_row = [_char_spans(r) for _, r in rendered]
     for (index, r), turn in zip(rendered, per_row):
