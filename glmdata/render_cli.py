@@ -249,3 +249,28 @@ def _report_difference(index: int, a: str, b: str, tokenizer_dir: str, ours: str
     k = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y), min(len(ids_a), len(ids_b)))
     show = lambda ids: f"{ids[k]} {tok.decode([ids[k]])!r}" if k < len(ids) else "end of text"  # noqa: E731
     err.print(f"  first differing token: position {k}: ours {show(ids_a)}, theirs {show(ids_b)}")
+
+
+@app.command("install-template")
+def install_template_command(
+    tokenizer_dir: Annotated[str, typer.Argument(help="Tokenizer directory to write the template into (chat_template.jinja; tokenizer_config.json's copy is updated if it has one).")],
+    plain: Annotated[bool, typer.Option("--plain", help="Write the plain official template instead of the training variant with {% generation %} markers.")] = False,
+    template: Annotated[Optional[str], typer.Option("--template", help="Write this template instead (.jinja, tokenizer_config.json or tokenizer directory).")] = None,
+) -> None:
+    """Write glmdata's GLM-4 template into a tokenizer, so training and inference render the same bytes.
+
+    The default training variant carries {% generation %} markers, so that
+    apply_chat_template(return_assistant_tokens_mask=True) and TRL's assistant_only_loss work for GLM-4.
+    """
+    _run(_install_template, tokenizer_dir, plain, template)
+
+
+def _install_template(tokenizer_dir: str, plain: bool, template: str | None) -> int:
+    from glmdata.render import TemplateError, install_template
+
+    try:
+        target = install_template(tokenizer_dir, training=not plain, template=template)
+    except TemplateError as exc:
+        raise UserError(str(exc)) from None
+    err.print(f"wrote {target}")
+    return 0
