@@ -1,0 +1,288 @@
+"""Trainer callbacks glmtrain adds: SwanLab set-up that never prompts, and held-out predictions.
+
+SwanLab logging itself is SwanLab's own transformers integration; this module only picks its mode
+(cloud when logged in, offline otherwise) so a run never stops at a login prompt. The prediction
+callback is what the GLM-4 tutorials do by hand in ``on_save``: generate answers for a few held-out
+prompts at each evaluation, log them next to the references, and for tool calls say whether the
+predicted call (tool name and arguments) matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+# GLM-4 ends an assistant turn by starting the next one; these are the tokens generation stops on.
+STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Ids of the GLM-4 stop tokens present in ``tokenizer``."""
+    ids = []
+    for tok in STOP_TOKENS:
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.append(tid)
+    return ids
+
+
+def generate_reply(model, tokenizer, prompt_text: str, *, max_new_tokens: int, synced_gpus: bool = False) -> str:
+    """Greedy continuation of a rendered prompt (ending in ``<|assistant|>``), up to a GLM-4 stop token.
+
+    Returns the text after ``<|assistant|>``: ``NAME\\n{arguments}`` for a tool call, ``\\n...`` for an answer.
+    """
+    import torch
+
+    stop = stop_token_ids(tokenizer)
+    enc = tokenizer(prompt_text, add_special_tokens=False, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id,
+            use_cache=True,
+            synced_gpus=synced_gpus,
+        )
+    new_ids = [t for t in out[0, enc["input_ids"].shape[1] :].tolist() if t not in stop]
+    return tokenizer.decode(new_ids, skip_special_tokens=True)
+
+
+def tracker_mode(tracker: str) -> str | None:
+    """The SwanLab mode for ``--tracker``: ``online``, ``offline`` or ``None`` (disabled).
+
+    ``auto`` is online only when an API key is available (``SWANLAB_API_KEY`` or a saved
+    ``swanlab login``), so SwanLab never asks for one interactively; ``SWANLAB_MODE`` wins if set.
+    """
+    if tracker == "none":
+        return None
+    if tracker == "offline":
+        return "offline"
+    logged_in = _swanlab_logged_in()
+    if tracker == "cloud":
+        if not logged_in:
+            from glmtrain.config import GlmtrainError
+
+            raise GlmtrainError(
+                "--tracker cloud needs a SwanLab login",
+                "run `swanlab login` (or set SWANLAB_API_KEY), or use --tracker offline",
+            )
+        return "online"
+    env = os.environ.get("SWANLAB_MODE")
+    if env == "disabled":
+        return None
+    if env in ("offline", "local"):
+        return "offline"  # local mode needs swanboard; offline writes the same files, for `swanlab sync`
+    return "online" if logged_in else "offline"
+
+
+def _swanlab_logged_in() -> bool:
+    if os.environ.get("SWANLAB_API_KEY"):
+        return True
+    try:
+        from swanlab.sdk.internal.settings import Settings
+
+        return Settings().api_key is not None  # reads the key `swanlab login` saved; no network
+    except Exception:  # noqa: BLE001 - a SwanLab internals change must not stop training
+        return False
+
+
+def swanlab_callback(mode: str, *, project: str, run_name: str | None, log_dir: Path, config: dict[str, Any]):
+    """SwanLab's own transformers callback, set to ``mode``, with glmtrain's config logged too."""
+    from swanlab.integration.transformers import SwanLabCallback
+
+    cb = SwanLabCallback(project=project, experiment_name=run_name, mode=mode, log_dir=str(log_dir))
+    cb.update_config(config)
+    return cb
+
+
+def finish_swanlab() -> None:
+    """Close the SwanLab run, if one is open, so its files are complete."""
+    try:
+        import swanlab
+
+        swanlab.get_run()
+    except Exception:  # noqa: BLE001 - no run (or no swanlab): nothing to finish
+        return
+    swanlab.finish()
+
+
+def _active_swanlab():
+    try:
+        import swanlab
+
+        swanlab.get_run()
+        return swanlab
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# tool calls
+
+
+def parse_tool_call(text: str) -> dict[str, Any] | None:
+    """Parse GLM-4's native tool-call output, ``NAME\\n{json arguments}``; ``None`` for a plain answer.
+
+    A plain answer starts with the newline the template puts after ``<|assistant|>``; a call has the
+    tool name on that line instead.
+    """
+    if not text or text.startswith("\n"):
+        return None
+    name, sep, rest = text.partition("\n")
+    name = name.strip()
+    if not sep or not name or " " in name:
+        return None
+    try:
+        arguments = json.loads(rest.strip())
+    except json.JSONDecodeError:
+        return {"name": name, "arguments": None, "raw": rest}
+    return {"name": name, "arguments": arguments}
+
+
+def compare_calls(predicted: dict[str, Any] | None, reference: dict[str, Any]) -> dict[str, bool]:
+    """Whether a predicted call matches the reference: tool name, arguments (as JSON values), both."""
+    name = predicted is not None and predicted["name"] == reference["name"]
+    args = predicted is not None and predicted.get("arguments") == reference["arguments"]
+    return {"name_match": name, "arguments_match": args, "call_match": name and args}
+
+
+@dataclass
+class PredictionSample:
+    """A held-out prompt (the conversation up to an assistant turn) and that turn as the reference."""
+
+    index: int
+    prompt: list[dict[str, Any]]
+    reference: dict[str, Any]
+
+    @property
+    def reference_call(self) -> dict[str, Any] | None:
+        if not self.reference.get("metadata"):
+            return None
+        try:
+            arguments = json.loads(self.reference["content"])
+        except json.JSONDecodeError:
+            arguments = self.reference["content"]
+        return {"name": self.reference["metadata"], "arguments": arguments}
+
+    @property
+    def reference_text(self) -> str:
+        """The reference as written in the predictions: ``NAME\\n{arguments}`` for a call, else the text."""
+        if self.reference.get("metadata"):
+            return f"{self.reference['metadata']}\n{self.reference['content']}"
+        return self.reference["content"]
+
+
+def prediction_samples(rows: list[dict[str, Any]], limit: int) -> list[PredictionSample]:
+    """Up to ``limit`` samples, one per row: the prompt before the row's first trained assistant turn."""
+    out = []
+    for i, row in enumerate(rows):
+        if len(out) >= limit:
+            break
+        messages = row["messages"]
+        for j, m in enumerate(messages):
+            if m["role"] == "assistant" and m.get("loss") is not False and j > 0:
+                out.append(PredictionSample(i, messages[:j], m))
+                break
+    return out
+
+
+class PredictionCallback(TrainerCallback):
+    """At each evaluation, generate answers for held-out prompts; log them to SwanLab and a JSONL file.
+
+    Prompts are rendered with glmdata, the same renderer the training rows went through. Under
+    DeepSpeed ZeRO-3 or FSDP every rank must take part in generation (``synced_gpus``); only the main
+    process writes.
+    """
+
+    def __init__(self, samples: list[PredictionSample], path: Path, *, max_new_tokens: int = 256, template=None):
+        self.samples = samples
+        self.path = Path(path)
+        self.max_new_tokens = max_new_tokens
+        self.template = template  # the training template (glmdata's default when None)
+
+    def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if not self.samples or model is None or processing_class is None:
+            return
+        sharded = _sharded_parameters(args)
+        if not sharded and not state.is_world_process_zero:
+            return
+        records = self.predict(model, processing_class, step=state.global_step, synced_gpus=sharded)
+        if state.is_world_process_zero:
+            self._write(records, state.global_step)
+
+    def predict(self, model, tokenizer, *, step: int = 0, synced_gpus: bool = False) -> list[dict[str, Any]]:
+        """Generate greedily for every sample and compare with its reference."""
+        from glmdata.render import render
+
+        was_training = model.training
+        model.eval()
+        records = []
+        try:
+            for sample in self.samples:
+                prompt_text = render(sample.prompt, add_generation_prompt=True, template=self.template)
+                answer = generate_reply(model, tokenizer, prompt_text, max_new_tokens=self.max_new_tokens, synced_gpus=synced_gpus)
+                predicted = parse_tool_call(answer)
+                record: dict[str, Any] = {
+                    "step": step,
+                    "index": sample.index,
+                    "prompt": sample.prompt,
+                    "reference": sample.reference_text,
+                    # an answer starts with the newline after <|assistant|>; a call with the tool name
+                    "answer": answer if predicted is not None else answer.removeprefix("\n"),
+                }
+                ref_call = sample.reference_call
+                if ref_call is not None:
+                    record["tool_call"] = {"reference": ref_call, "predicted": predicted, **compare_calls(predicted, ref_call)}
+                records.append(record)
+        finally:
+            if was_training:
+                model.train()
+        return records
+
+    def _write(self, records: list[dict[str, Any]], step: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        swanlab = _active_swanlab()
+        if swanlab is None:
+            return
+        calls = [r["tool_call"] for r in records if "tool_call" in r]
+        logs: dict[str, Any] = {
+            "predictions": [
+                swanlab.Text(
+                    f"PROMPT\n{_last_turns(r['prompt'])}\n\nREFERENCE\n{r['reference']}\n\nANSWER\n{r['answer']}",
+                    caption=f"row {r['index']}",
+                )
+                for r in records
+            ]
+        }
+        if calls:
+            logs["eval/tool_call_match"] = sum(c["call_match"] for c in calls) / len(calls)
+            logs["eval/tool_name_match"] = sum(c["name_match"] for c in calls) / len(calls)
+        swanlab.log(logs, step=step)
+
+
+def _last_turns(prompt: list[dict[str, Any]], n: int = 3) -> str:
+    """The last few turns of a prompt as text (the tools block would drown the panel)."""
+    shown = prompt[-n:]
+    return "\n".join(f"<|{m['role']}|>{m.get('metadata') or ''}\n{m['content']}" for m in shown)
+
+
+def _sharded_parameters(args) -> bool:
+    """True under DeepSpeed ZeRO-3 or FSDP, where generation needs every rank."""
+    try:
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return bool(getattr(args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")

@@ -1,0 +1,288 @@
+"""The ``glmtrain`` command: fine-tune GLM-4 with LoRA on data glmdata validated.
+
+Data goes to stdout, people read stderr. Exit codes: 0 ok, 1 the data has problems (rows glmdata
+rejects, a template mismatch), 2 usage or I/O error. A user error is one line saying what and how
+to fix; ``glmtrain --debug`` shows the traceback. torch, transformers, trl, peft, datasets and
+swanlab are imported only by the commands that need them, so ``glmtrain --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="glmtrain",
+    help="Fine-tune GLM-4 with LoRA (TRL SFTTrainer + PEFT) on GLM-4 messages data validated by glmdata.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+DEBUG = {"on": False}
+
+ACCELERATE_CONFIGS = {
+    "zero2": "zero2.yaml",
+    "zero3": "zero3.yaml",
+    "fsdp": "fsdp.yaml",
+    "ds_zero2": "ds_zero2.json",
+    "ds_zero3": "ds_zero3.json",
+}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+    DEBUG["on"] = debug
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run a command body: a GlmtrainError becomes one line on stderr and its exit code."""
+    from glmtrain.config import GlmtrainError
+
+    try:
+        return fn()
+    except GlmtrainError as e:
+        if DEBUG["on"]:
+            traceback.print_exc()
+        err.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False)
+        if e.hint:
+            err.print(f"[dim]fix:[/] {e.hint}")
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+# ------------------------------------------------------------------------------------------ run
+
+# command-line parameter -> config field, for the flags that override settings
+OVERRIDES = {
+    "model": "model",
+    "output_dir": "output_dir",
+    "eval_data": "eval_data",
+    "eval_split": "eval_split",
+    "skip_invalid": "skip_invalid",
+    "train_on": "train_on",
+    "max_length": "max_length",
+    "num_epochs": "num_epochs",
+    "max_steps": "max_steps",
+    "learning_rate": "learning_rate",
+    "batch_size": "batch_size",
+    "eval_batch_size": "eval_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "lora_r": "lora_r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "lora_target_modules": "lora_target_modules",
+    "logging_steps": "logging_steps",
+    "eval_steps": "eval_steps",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "warmup_steps": "warmup_steps",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "packing": "packing",
+    "seed": "seed",
+    "dtype": "dtype",
+    "load_in_4bit": "load_in_4bit",
+    "template": "template",
+    "allow_template_mismatch": "allow_template_mismatch",
+    "save_template": "save_template",
+    "tracker": "tracker",
+    "project": "project",
+    "run_name": "run_name",
+    "num_predictions": "num_predictions",
+    "max_new_tokens": "max_new_tokens",
+    "resume": "resume",
+    "deepspeed": "deepspeed",
+}
+
+
+@app.command()
+def run(
+    data: Annotated[Optional[str], typer.Argument(help="Training data: GLM-4 messages JSONL (any format glmdata reads).", show_default=False)] = None,
+    recipe: Annotated[Optional[str], typer.Option("--recipe", help="A shipped recipe (`glmtrain recipes` lists them).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML file of settings (same keys as a recipe).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local directory, or tiny-random. (default: THUDM/glm-4-9b-chat-hf)", show_default=False)] = None,
+    output_dir: Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Where the adapter, tokenizer, config, reports and checkpoints go. (default: output/glmtrain)", show_default=False)] = None,
+    eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="Held-out data file (instead of splitting DATA).")] = None,
+    eval_split: Annotated[Optional[float], typer.Option("--eval-split", help="Share of DATA held out, by glmdata's stratified split (tool-call rows in both parts); >= 1: about that many rows; 0: no evaluation. (default: 0.1)", show_default=False)] = None,
+    skip_invalid: Annotated[Optional[bool], typer.Option("--skip-invalid/--no-skip-invalid", help="Train on the valid rows when glmdata rejects some (default: stop).", show_default=False)] = None,
+    train_on: Annotated[Optional[str], typer.Option("--train-on", help="Trained tokens: assistant (every assistant turn), last (the last one), all. (default: assistant)", show_default=False)] = None,
+    max_length: Annotated[Optional[str], typer.Option("--max-length", help="Tokens per row: a number, auto (from the data, capped at 4096) or none. (default: auto)", show_default=False)] = None,
+    num_epochs: Annotated[Optional[float], typer.Option("--num-epochs", help="Epochs. (default: 1)", show_default=False)] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps; overrides --num-epochs when > 0.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="Default: 5e-4.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Per-device batch size. (default: 1)", show_default=False)] = None,
+    eval_batch_size: Annotated[Optional[int], typer.Option("--eval-batch-size", help="Default: 1.", show_default=False)] = None,
+    gradient_accumulation_steps: Annotated[Optional[int], typer.Option("--gradient-accumulation-steps", "--grad-accum", help="Default: 2.", show_default=False)] = None,
+    lora_r: Annotated[Optional[int], typer.Option("--lora-r", help="Default: 8.", show_default=False)] = None,
+    lora_alpha: Annotated[Optional[int], typer.Option("--lora-alpha", help="Default: 32.", show_default=False)] = None,
+    lora_dropout: Annotated[Optional[float], typer.Option("--lora-dropout", help="Default: 0.1.", show_default=False)] = None,
+    lora_target_modules: Annotated[Optional[str], typer.Option("--lora-target-modules", help="Comma-separated. (default: q_proj,k_proj,v_proj)", show_default=False)] = None,
+    logging_steps: Annotated[Optional[float], typer.Option("--logging-steps", help="Default: 10.", show_default=False)] = None,
+    eval_steps: Annotated[Optional[float], typer.Option("--eval-steps", help="Steps between evaluations; <1 = fraction of the run. (default: 0.1)", show_default=False)] = None,
+    save_steps: Annotated[Optional[float], typer.Option("--save-steps", help="Steps between checkpoints; <1 = fraction of the run. (default: 0.1)", show_default=False)] = None,
+    save_total_limit: Annotated[Optional[int], typer.Option("--save-total-limit", help="Keep at most this many checkpoints.")] = None,
+    warmup_steps: Annotated[Optional[float], typer.Option("--warmup-steps", help="Warm-up steps; <1 = fraction of the run. (default: 0)", show_default=False)] = None,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Default: on.", show_default=False)] = None,
+    packing: Annotated[Optional[bool], typer.Option("--packing/--no-packing", help="Pack rows into max_length blocks (TRL bfd; needs flash attention). (default: off)", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Default: 42.", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.", show_default=False)] = None,
+    load_in_4bit: Annotated[Optional[bool], typer.Option("--load-in-4bit/--no-load-in-4bit", help="QLoRA: load the base model in 4 bits (needs a GPU and bitsandbytes).", show_default=False)] = None,
+    template: Annotated[Optional[str], typer.Option("--template", help="Template the rows are rendered with: glmdata (official glm-4-9b-chat), model (the tokenizer's own), or a .jinja file. (default: glmdata)", show_default=False)] = None,
+    allow_template_mismatch: Annotated[Optional[bool], typer.Option("--allow-template-mismatch/--no-allow-template-mismatch", help="Train even if the model tokenizer's template renders the data differently.", show_default=False)] = None,
+    save_template: Annotated[Optional[bool], typer.Option("--save-template/--keep-model-template", help="Write the training template into the saved tokenizer when the model's differs. (default: save)", show_default=False)] = None,
+    tracker: Annotated[Optional[str], typer.Option("--tracker", help="SwanLab: auto (cloud when logged in, else offline), cloud, offline, none. (default: auto)", show_default=False)] = None,
+    project: Annotated[Optional[str], typer.Option("--project", help="SwanLab project. (default: glmtrain)", show_default=False)] = None,
+    run_name: Annotated[Optional[str], typer.Option("--run-name", help="SwanLab experiment name.")] = None,
+    num_predictions: Annotated[Optional[int], typer.Option("--num-predictions", help="Held-out prompts answered at each evaluation. (default: 4)", show_default=False)] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens generated per prediction. (default: 256)", show_default=False)] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Resume from a checkpoint: latest (in --output-dir) or a checkpoint directory.")] = None,
+    deepspeed: Annotated[Optional[str], typer.Option("--deepspeed", help="DeepSpeed config for torchrun/deepspeed launchers: zero2, zero3 (shipped) or a JSON file.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE for any setting; sft.KEY=VALUE for any other SFTConfig field (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, tokenize and print the plan, without loading weights.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the plan (--dry-run) or the run summary as JSON on stdout.")] = False,
+) -> None:
+    """Validate DATA with glmdata, check the chat template, then train a LoRA adapter with TRL's SFTTrainer.
+
+    Settings come from the defaults (the GLM-4 tool-call tutorial), then --recipe or --config, then flags.
+    """
+    given = {name: value for name, value in locals().items() if name in OVERRIDES and value is not None}
+
+    def body() -> None:
+        from glmtrain import config as cfgmod
+
+        layers: list[tuple[str, dict[str, Any]]] = []
+        if recipe:
+            layers.append((f"recipe {recipe}", cfgmod.load_recipe(recipe)))
+        if config:
+            layers.append((str(config), cfgmod.load_config_file(config)))
+        flags: dict[str, Any] = {OVERRIDES[k]: v for k, v in given.items()}
+        if data is not None:
+            flags["data"] = data
+        for item in set_ or []:
+            key, value = cfgmod.parse_assignment(item)
+            if key == "sft":
+                flags["sft"] = {**flags.get("sft", {}), **value}
+            else:
+                flags[key] = value
+        layers.append(("flags", flags))
+        cfg = cfgmod.merge(*layers)
+
+        from glmtrain.train import run as run_training
+
+        result = run_training(cfg, err, dry_run=dry_run)
+        if json_:
+            sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        elif not dry_run:
+            err.print(
+                f"[green]done:[/] {result['global_step']} steps, train loss {result['train_loss']:.4f}"
+                + (f", eval loss {result['eval_loss']:.4f}" if result.get("eval_loss") is not None else "")
+                + f"; adapter and tokenizer in {result['output_dir']}"
+            )
+            if result.get("swanlab") and result["swanlab"]["mode"] == "offline":
+                err.print(f"[dim]SwanLab (offline) logs in {result['swanlab']['log_dir']}; upload with `swanlab sync DIR` after `swanlab login`[/]")
+
+    _guard(body)
+
+
+# ------------------------------------------------------------------------------- other commands
+
+
+@app.command()
+def recipes(
+    name: Annotated[Optional[str], typer.Argument(help="Print this recipe's YAML (to copy into a --config file).", show_default=False)] = None,
+) -> None:
+    """List the shipped recipes, or print one."""
+
+    def body() -> None:
+        from glmtrain import config as cfgmod
+
+        if name is None:
+            for recipe_name, description in cfgmod.list_recipes().items():
+                sys.stdout.write(f"{recipe_name}\t{description}\n")
+            return
+        cfgmod.load_recipe(name)  # unknown name -> error with the known ones
+        sys.stdout.write((cfgmod.RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
+
+    _guard(body)
+
+
+@app.command("accelerate-config")
+def accelerate_config(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(ACCELERATE_CONFIGS)}.", show_default=False)],
+) -> None:
+    """Print the path of a shipped accelerate / DeepSpeed config, for `accelerate launch --config_file`."""
+
+    def body() -> None:
+        from glmtrain.config import ACCELERATE_DIR, GlmtrainError
+
+        if name not in ACCELERATE_CONFIGS:
+            raise GlmtrainError(f"unknown config {name!r}", f"use one of: {', '.join(ACCELERATE_CONFIGS)}")
+        sys.stdout.write(str(ACCELERATE_DIR / ACCELERATE_CONFIGS[name]) + "\n")
+
+    _guard(body)
+
+
+@app.command()
+def merge(
+    output_dir: Annotated[Path, typer.Argument(help="Output directory of `glmtrain run`.", show_default=False)],
+    target: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the merged model. (default: OUTPUT_DIR/merged)", show_default=False)] = None,
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model, if it is no longer where the run found it.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16, float32.")] = "auto",
+) -> None:
+    """Merge the LoRA adapter into the base model and save a standalone model with the tokenizer."""
+
+    def body() -> None:
+        from glmtrain.merge import merge as merge_adapter
+
+        path = merge_adapter(output_dir, target, base_model=base_model, dtype=dtype)
+        err.print(f"[green]merged model written to[/] {path}")
+        sys.stdout.write(f"{path}\n")
+
+    _guard(body)
+
+
+@app.command()
+def chat(
+    output_dir: Annotated[Path, typer.Argument(help="Output directory of `glmtrain run`.", show_default=False)],
+    tools: Annotated[Optional[Path], typer.Option("--tools", help="JSON file with a list of tools the model may call.")] = None,
+    system: Annotated[Optional[str], typer.Option("--system", help="System prompt.")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 512,
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model, if it is no longer where the run found it.")] = None,
+) -> None:
+    """Chat in the terminal with the trained adapter; tool calls are shown parsed."""
+
+    def body() -> None:
+        from glmtrain.chat import ChatSession, chat_loop, load_tools
+        from glmtrain.merge import load_trained
+
+        tool_list = load_tools(tools) if tools else None
+        model, tokenizer = load_trained(output_dir, base_model=base_model)
+        session = ChatSession(model, tokenizer, tools=tool_list, system=system, max_new_tokens=max_new_tokens)
+        chat_loop(session, err, read=_read_line, out=sys.stdout)
+
+    _guard(body)
+
+
+def _read_line() -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``glmtrain`` script and ``python -m glmtrain``."""
+    app(args=argv, prog_name="glmtrain")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

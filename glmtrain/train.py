@@ -1,0 +1,731 @@
+"""``glmtrain run``: validate with glmdata, check the template, tokenize with glmdata's masks, train with TRL.
+
+The order matters: every check that can stop a run happens before any weights load. What glmtrain
+adds to TRL is only what no library knows: GLM-4 rendering and loss masks (glmdata), validation
+first, the template check, token statistics for ``max_length``, and GLM-4 defaults. Training itself
+is ``trl.SFTTrainer`` with ``SFTConfig`` and a ``peft.LoraConfig``; the dataset it gets is
+pre-tokenized (``input_ids`` + ``assistant_masks``, the mask column SFTTrainer folds into labels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glmtrain.config import ACCELERATE_DIR, DataProblem, GlmtrainError, TrainConfig, dump
+
+# Output files, besides what TRL/PEFT write (adapter, tokenizer, checkpoints, model card).
+CONFIG_FILE = "glmtrain.yaml"
+REPORT_FILE = "data_report.json"
+PLAN_FILE = "plan.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+SWANLOG_DIR = "swanlog"
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rows:
+    """Rows glmdata kept from a file: canonical GLM-4 rows, their row numbers in the file, the report,
+    and for each exact duplicate the position of its first copy (so a split keeps copies together)."""
+
+    path: str
+    rows: list[dict[str, Any]]
+    indices: list[int]
+    report: Any
+    copies: dict[int, int] = field(default_factory=dict)
+
+    def subset(self, positions: list[int]) -> Rows:
+        return Rows(self.path, [self.rows[i] for i in positions], [self.indices[i] for i in positions], self.report)
+
+
+def read_rows(path: str, *, skip_invalid: bool, console) -> Rows:
+    """Validate ``path`` with glmdata. Stops (exit 1) with glmdata's report if rows would be rejected,
+    unless ``skip_invalid``, which keeps the valid rows and says how many were left out."""
+    from glmdata.convert import Options, convert_file
+    from glmdata.io import InputError
+    from glmdata.report import Report
+
+    rows = Rows(str(path), [], [], Report(source=str(path)))
+    first_copy: dict[int, int] = {}  # row number -> position
+    try:
+        for result in convert_file(path, Options()):
+            rows.report.add(result)
+            if result.ok:
+                if result.duplicate_of is not None and result.duplicate_of in first_copy:
+                    rows.copies[len(rows.rows)] = first_copy[result.duplicate_of]
+                else:
+                    first_copy[result.index] = len(rows.rows)
+                rows.rows.append(result.row)
+                rows.indices.append(result.index)
+    except InputError as e:
+        raise GlmtrainError(f"cannot read {path}: {e}", "check the path") from None
+    report = rows.report
+    if report.rejected and not skip_invalid:
+        report.print(console)
+        raise DataProblem(
+            f"{path}: {report.rejected} of {report.rows_in} rows would be rejected; nothing was loaded or trained",
+            "fix them (`glmdata convert` writes the rejects with reasons), or pass --skip-invalid to train on the valid rows only",
+        )
+    if report.rejected:
+        console.print(
+            f"[yellow]--skip-invalid: left out {report.rejected} of {report.rows_in} rows of {path} "
+            f"that glmdata rejects[/] (see {REPORT_FILE} in the output directory, or run `glmdata convert`)"
+        )
+    if not rows.rows:
+        raise DataProblem(f"{path}: no rows to train on")
+    return rows
+
+
+def split_rows(rows: Rows, eval_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """Positions of the training and held-out rows, by glmdata's stratified split (tool-call rows land
+    in both parts; duplicates stay with their first copy). ``eval_split`` is a fraction (< 1) or a count."""
+    from glmdata.split import choose_eval, stratum
+
+    n = len(rows.rows)
+    if eval_split <= 0 or n < 2:
+        return list(range(n)), []
+    fraction = eval_split if eval_split < 1 else min(eval_split, n - 1) / n
+    strata = bytearray(stratum(r["messages"]) for r in rows.rows)
+    chosen = choose_eval(strata, fraction, seed, rows.copies)
+    return [i for i in range(n) if i not in chosen], sorted(chosen)
+
+
+# --- model and tokenizer ---------------------------------------------------------------------
+
+
+def resolve_model(name: str) -> str:
+    """A local directory or hub id for ``--model``; a preset (``tiny-random``) is built on first use."""
+    from glmtrain import tiny
+
+    if tiny.is_preset(name):
+        return str(tiny.ensure_preset(name))
+    return name
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~", "/"))
+
+
+def offline_hint(model: str) -> str:
+    local = "./" + model.rstrip("/").split("/")[-1]
+    return (
+        f"download it where there is network (`hf download {model} --local-dir {local}`), copy the directory here "
+        f"and pass --model {local}; --model tiny-random runs the whole pipeline with a tiny local model"
+    )
+
+
+def load_tokenizer(model: str):
+    """The model's tokenizer, without loading any weights. Local directories go through glmdata
+    (which also reads glm-4-9b-chat's original tiktoken files); hub ids through transformers."""
+    path = Path(model).expanduser()
+    if path.exists():
+        from glmdata.tokenizer import TokenizerError
+        from glmdata.tokenizer import load_tokenizer as load_local
+
+        try:
+            return load_local(path)
+        except TokenizerError as e:
+            raise GlmtrainError(str(e)) from None
+    if not _looks_like_hub_id(model):
+        raise GlmtrainError(f"--model {model}: no such directory", "pass a model directory or a hub id such as THUDM/glm-4-9b-chat-hf")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except Exception as e:  # noqa: BLE001 - hub/offline failures come as OSError, ValueError, HTTP errors
+        raise GlmtrainError(
+            f"cannot load {model!r}: it is not a local directory and the Hugging Face Hub did not provide it "
+            f"({type(e).__name__}; offline, or no cached copy)",
+            offline_hint(model),
+        ) from None
+
+
+def resolve_dtype(name: str) -> str:
+    """``auto``: bfloat16 on a GPU that has it, float16 on an older GPU, float32 on CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+# --- template --------------------------------------------------------------------------------
+
+
+@dataclass
+class TemplateCheck:
+    """How the model tokenizer's own chat template (what inference uses) compares with the training one."""
+
+    status: str  # "same", "differs" or "missing"
+    training_template: str
+    rows_checked: int = 0
+    row: int | None = None
+    position: int | None = None
+    line: int | None = None
+    model_text: str | None = None
+    training_text: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def describe(self) -> str:
+        if self.status == "missing":
+            return "the model's tokenizer has no chat template"
+        if self.status == "same":
+            return f"same text on {self.rows_checked} sample rows"
+        return (
+            f"row {self.row}: first difference at character {self.position} (line {self.line})\n"
+            f"  model tokenizer: {self.model_text!r}\n"
+            f"  training ({self.training_template}): {self.training_text!r}"
+        )
+
+
+def training_template(cfg: TrainConfig, tokenizer):
+    """The template glmdata renders the training rows with (``--template``)."""
+    from glmdata.render import DEFAULT_TEMPLATE, Template, TemplateError, load_template
+
+    if cfg.template == "glmdata":
+        return load_template(DEFAULT_TEMPLATE)
+    if cfg.template == "model":
+        if not tokenizer.chat_template:
+            raise GlmtrainError("--template model: the model's tokenizer has no chat template", "use --template glmdata")
+        return Template(tokenizer.chat_template, f"{cfg.model} tokenizer")
+    try:
+        return load_template(cfg.template)
+    except TemplateError as e:
+        raise GlmtrainError(f"--template: {e}") from None
+
+
+def check_template(tokenizer, rows: Rows, template, samples: int) -> TemplateCheck:
+    """Render sample rows with the tokenizer's chat template and with glmdata; report the first difference."""
+    from glmdata.render import render
+
+    if not tokenizer.chat_template:
+        return TemplateCheck("missing", template.origin)
+    if tokenizer.chat_template == template.text:
+        return TemplateCheck("same", template.origin, rows_checked=len(rows.rows))
+    n = len(rows.rows)
+    picks = sorted({round(i * (n - 1) / max(1, samples - 1)) for i in range(min(samples, n))})
+    for k, i in enumerate(picks):
+        messages = rows.rows[i]["messages"]
+        # The last check of the first row is the inference prompt: the conversation up to an answer.
+        variants = [(messages, False)] + ([(messages[:-1], True)] if k == 0 and len(messages) > 1 else [])
+        for msgs, gen in variants:
+            try:
+                model_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+            except Exception as e:  # noqa: BLE001 - a template that fails on our rows differs from ours
+                model_text = f"<error: {type(e).__name__}: {e}>"
+            ours = render(msgs, add_generation_prompt=gen, template=template)
+            if model_text != ours:
+                pos = next((j for j, (a, b) in enumerate(zip(model_text, ours)) if a != b), min(len(model_text), len(ours)))
+                lo = max(0, pos - 30)
+                return TemplateCheck(
+                    "differs",
+                    template.origin,
+                    rows_checked=k + 1,
+                    row=rows.indices[i],
+                    position=pos,
+                    line=ours.count("\n", 0, pos) + 1,
+                    model_text=model_text[lo : pos + 40],
+                    training_text=ours[lo : pos + 40],
+                )
+    return TemplateCheck("same", template.origin, rows_checked=len(picks))
+
+
+# --- tokenization and statistics -------------------------------------------------------------
+
+
+def tokenize_rows(rows: Rows, tokenizer, *, train_on: str, template) -> list[dict[str, list[int]]]:
+    """glmdata's ``input_ids`` / ``assistant_masks`` for every row, untruncated (statistics need full lengths)."""
+    from glmdata.masks import MaskError, tokenize_batch
+    from glmdata.render import TemplateError
+
+    out: list[dict[str, list[int]]] = []
+    chunk = 256
+    for start in range(0, len(rows.rows), chunk):
+        batch = [r["messages"] for r in rows.rows[start : start + chunk]]
+        try:
+            enc = tokenize_batch({"messages": batch}, tokenizer, train_on=train_on, template=template)
+        except MaskError as e:
+            raise GlmtrainError(f"{rows.path}: {e}") from None
+        except (TemplateError, ValueError):
+            row, error = _first_failure(rows, start, batch, tokenizer, train_on, template)
+            raise DataProblem(f"{rows.path}: row {row}: {error}", "fix or drop the row") from None
+        out.extend({"input_ids": ids, "assistant_masks": m} for ids, m in zip(enc["input_ids"], enc["assistant_masks"]))
+    return out
+
+
+def _first_failure(rows: Rows, start: int, batch, tokenizer, train_on, template) -> tuple[int, ValueError]:
+    """The row number of the first row in a failed batch that fails alone, and its error."""
+    from glmdata.masks import tokenize
+
+    for j, messages in enumerate(batch):
+        try:
+            tokenize(messages, tokenizer, train_on=train_on, template=template)
+        except ValueError as e:
+            return rows.indices[start + j], e
+    raise AssertionError("a batch failed but none of its rows does")  # pragma: no cover
+
+
+def token_stats(encoded: list[dict[str, list[int]]], max_length: int | None) -> dict[str, Any]:
+    """Tokens, trained tokens, and what cutting every row to ``max_length`` loses.
+
+    SFTTrainer truncates to ``max_length`` (keeping the start) and drops rows left with no trained
+    token; ``dropped_rows`` counts those.
+    """
+    from glmdata.stats import percentile
+
+    lengths = sorted(len(e["input_ids"]) for e in encoded)
+    tokens = sum(lengths)
+    trained = sum(sum(e["assistant_masks"]) for e in encoded)
+    stats: dict[str, Any] = {
+        "rows": len(encoded),
+        "tokens": tokens,
+        "trained_tokens": trained,
+        "tokens_per_row": {"p50": percentile(lengths, 50), "p90": percentile(lengths, 90), "max": lengths[-1] if lengths else 0},
+        "max_length": max_length,
+        "truncated_rows": 0,
+        "tokens_cut": 0,
+        "trained_tokens_cut": 0,
+        "dropped_rows": 0,
+    }
+    if max_length is not None:
+        for e in encoded:
+            if len(e["input_ids"]) > max_length:
+                stats["truncated_rows"] += 1
+                stats["tokens_cut"] += len(e["input_ids"]) - max_length
+                cut = sum(e["assistant_masks"][max_length:])
+                stats["trained_tokens_cut"] += cut
+                if cut == sum(e["assistant_masks"]):
+                    stats["dropped_rows"] += 1
+    return stats
+
+
+def choose_max_length(cfg: TrainConfig, longest: int) -> int | None:
+    """``max_length``: as set, or for ``auto`` the longest row rounded up to 64, capped at ``max_length_cap``."""
+    if cfg.max_length == "auto":
+        return min(cfg.max_length_cap, max(64, math.ceil(longest / 64) * 64))
+    return cfg.max_length  # type: ignore[return-value]
+
+
+def warn_truncation(stats: dict[str, Any], console, label: str) -> None:
+    if not stats["truncated_rows"]:
+        return
+    rows, trained = stats["rows"], max(1, stats["trained_tokens"])
+    msg = (
+        f"[bold red]warning:[/] max_length {stats['max_length']} cuts {stats['truncated_rows']} of {rows} {label} rows "
+        f"({100 * stats['truncated_rows'] / rows:.1f}%) and {stats['trained_tokens_cut']} of {stats['trained_tokens']} "
+        f"trained tokens ({100 * stats['trained_tokens_cut'] / trained:.1f}%)"
+    )
+    if stats["dropped_rows"]:
+        msg += f"; {stats['dropped_rows']} rows keep no trained token and are dropped"
+    msg += f". The longest row has {stats['tokens_per_row']['max']} tokens: raise --max-length (or --max-length auto)."
+    console.print(msg)
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything decided before weights load: the rows, datasets, statistics and the plan."""
+
+    cfg: TrainConfig
+    model_path: str
+    tokenizer: Any
+    template: Any
+    template_check: TemplateCheck
+    train: Rows
+    eval: Rows | None
+    train_dataset: Any
+    eval_dataset: Any
+    plan: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(cfg: TrainConfig, console) -> Prepared:
+    """Validate, check the template, tokenize, split and plan. Loads no weights."""
+    if not cfg.data:
+        raise GlmtrainError("no data: give DATA.jsonl (or `data:` in the config)", "glmtrain run DATA.jsonl")
+    rows = read_rows(cfg.data, skip_invalid=cfg.skip_invalid, console=console)
+    held_out = read_rows(cfg.eval_data, skip_invalid=cfg.skip_invalid, console=console) if cfg.eval_data else None
+
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    template = training_template(cfg, tokenizer)
+    check = check_template(tokenizer, rows, template, cfg.template_samples)
+    if check.status == "differs" and not cfg.allow_template_mismatch:
+        raise DataProblem(
+            "the model tokenizer's chat template (used at inference) renders the data differently from the "
+            f"training template ({template.origin}):\n{check.describe()}",
+            "pass --template model to train with the model's own template, or --allow-template-mismatch to train "
+            "with this one (the saved tokenizer then carries it, so inference matches training)",
+        )
+    if check.status != "same":
+        console.print(
+            f"[yellow]template:[/] {check.describe()}; "
+            + ("the saved tokenizer will carry the training template" if cfg.save_template else "keeping the model's template (--keep-model-template)")
+        )
+
+    encoded = tokenize_rows(rows, tokenizer, train_on=cfg.train_on, template=template)
+    if held_out is not None:
+        train_pos, eval_pos = list(range(len(rows.rows))), []
+        eval_encoded = tokenize_rows(held_out, tokenizer, train_on=cfg.train_on, template=template)
+        eval_rows: Rows | None = held_out
+    else:
+        train_pos, eval_pos = split_rows(rows, cfg.eval_split, cfg.seed)
+        eval_encoded = [encoded[i] for i in eval_pos]
+        eval_rows = rows.subset(eval_pos) if eval_pos else None
+    train_rows = rows.subset(train_pos)
+    train_encoded = [encoded[i] for i in train_pos]
+
+    longest = max(len(e["input_ids"]) for e in encoded + eval_encoded)
+    max_length = choose_max_length(cfg, longest)
+    stats = token_stats(train_encoded, max_length)
+    eval_stats = token_stats(eval_encoded, max_length) if eval_encoded else None
+    warn_truncation(stats, console, "training")
+    if stats["dropped_rows"] == stats["rows"]:
+        raise DataProblem(
+            f"max_length {max_length} leaves no training row with a trained token",
+            f"raise --max-length (the longest row has {longest} tokens) or use --max-length auto",
+        )
+    if eval_stats:
+        warn_truncation(eval_stats, console, "held-out")
+        if eval_stats["dropped_rows"] == eval_stats["rows"]:
+            console.print("[yellow]no held-out row keeps a trained token at this max_length: evaluation is off[/]")
+            eval_rows, eval_encoded, eval_stats = None, [], None
+
+    train_dataset = _dataset(train_encoded, train_rows.indices)
+    eval_dataset = _dataset(eval_encoded, eval_rows.indices) if eval_rows and eval_encoded else None
+    prep = Prepared(cfg, model_path, tokenizer, template, check, train_rows, eval_rows, train_dataset, eval_dataset)
+    prep.plan = make_plan(prep, stats, eval_stats, longest, max_length)
+    return prep
+
+
+def _dataset(encoded: list[dict[str, list[int]]], indices: list[int]):
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "input_ids": [e["input_ids"] for e in encoded],
+            "assistant_masks": [e["assistant_masks"] for e in encoded],
+            "row": indices,  # the row's number in the data file; the trainer drops unused columns
+        }
+    )
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def make_plan(prep: Prepared, stats, eval_stats, longest: int, max_length: int | None) -> dict[str, Any]:
+    cfg = prep.cfg
+    world = world_size()
+    examples = stats["rows"] - stats["dropped_rows"]
+    if cfg.packing and max_length:
+        # best-fit packing fills max_length blocks; the count is an estimate
+        examples = max(1, math.ceil((stats["tokens"] - stats["tokens_cut"]) / max_length))
+    batches = math.ceil(examples / (cfg.batch_size * world))
+    steps_per_epoch = max(1, math.ceil(batches / cfg.gradient_accumulation_steps))
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_epochs * steps_per_epoch)
+
+    def every(value: float) -> int:
+        return max(1, math.ceil(total * value)) if value < 1 else int(value)
+
+    has_eval = prep.eval_dataset is not None
+    return {
+        "data": prep.train.path,
+        "model": cfg.model,
+        "model_path": prep.model_path,
+        "rows": {
+            "valid": prep.train.report.rows_out,
+            "left_out": prep.train.report.rejected,
+            "train": len(prep.train.rows),
+            "eval": len(prep.eval.rows) if prep.eval else 0,
+        },
+        "tokens": stats,
+        "eval_tokens": eval_stats,
+        "max_length": {"value": max_length, "setting": cfg.max_length, "longest_row": longest},
+        "steps": {
+            "total": total,
+            "per_epoch": steps_per_epoch,
+            "epochs": round(total / steps_per_epoch, 2),
+            "examples_per_epoch": examples,
+            "packing_estimate": bool(cfg.packing),
+            "effective_batch": cfg.batch_size * cfg.gradient_accumulation_steps * world,
+            "batch_size": cfg.batch_size,
+            "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+            "processes": world,
+            "eval_every": every(cfg.eval_steps) if has_eval else None,
+            "save_every": every(cfg.save_steps),
+            "log_every": every(cfg.logging_steps),
+        },
+        "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.lora_target_modules},
+        "learning_rate": cfg.learning_rate,
+        "template": prep.template_check.to_dict(),
+        "tracker": cfg.tracker,
+        "output_dir": cfg.output_dir,
+    }
+
+
+def print_plan(plan: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    t, s, r = plan["tokens"], plan["steps"], plan["rows"]
+    table = Table(show_header=False, title="glmtrain plan", title_justify="left")
+    table.add_row("data", f"{plan['data']}: {r['train']} train + {r['eval']} held out" + (f" ({r['left_out']} invalid rows left out)" if r["left_out"] else ""))
+    table.add_row("model", plan["model"])
+    table.add_row("tokens", f"{t['tokens']} ({t['trained_tokens']} trained, {100 * t['trained_tokens'] / max(1, t['tokens']):.1f}%); per row p50 {t['tokens_per_row']['p50']}, p90 {t['tokens_per_row']['p90']}, max {t['tokens_per_row']['max']}")
+    ml = plan["max_length"]
+    table.add_row("max_length", f"{ml['value']} ({'auto: longest row ' + str(ml['longest_row']) if ml['setting'] == 'auto' else 'set'}); {t['truncated_rows']} rows truncated, {t['trained_tokens_cut']} trained tokens cut, {t['dropped_rows']} rows dropped")
+    table.add_row("steps", f"{s['total']} ({s['per_epoch']}/epoch, {s['epochs']} epochs); effective batch {s['effective_batch']} = {s['batch_size']} x {s['gradient_accumulation_steps']} accumulation x {s['processes']} processes")
+    table.add_row("eval / save / log", f"every {s['eval_every'] or '-'} / {s['save_every']} / {s['log_every']} steps")
+    lora = plan["lora"]
+    table.add_row("LoRA", f"r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']} on {', '.join(lora['target_modules'])}; lr {plan['learning_rate']}")
+    table.add_row("template", plan["template"]["status"])
+    table.add_row("output", plan["output_dir"])
+    console.print(table)
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def _deepspeed_config(value: str | None) -> str | None:
+    if value in ("zero2", "zero3"):
+        return str(ACCELERATE_DIR / f"ds_{value}.json")
+    return value
+
+
+def sft_config(cfg: TrainConfig, prep: Prepared):
+    """TRL's ``SFTConfig`` for this run; ``cfg.sft`` passes any other field through."""
+    from trl import SFTConfig
+
+    dtype = resolve_dtype(cfg.dtype)
+    has_eval = prep.eval_dataset is not None
+    kwargs: dict[str, Any] = dict(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps if has_eval else None,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        max_length=prep.plan["max_length"]["value"],
+        packing=cfg.packing,
+        seed=cfg.seed,
+        report_to="none",  # SwanLab is added as a callback with a mode that never prompts
+        run_name=cfg.run_name,
+        deepspeed=_deepspeed_config(cfg.deepspeed),
+        model_init_kwargs={"dtype": dtype},
+    )
+    # transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns)
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    kwargs["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = cfg.gradient_checkpointing
+    kwargs.update(cfg.sft)
+    try:
+        return SFTConfig(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise GlmtrainError(f"invalid training settings: {e}", "check the sft: section and the flags") from None
+
+
+def build_trainer(prep: Prepared, callbacks: list | None = None):
+    """An ``SFTTrainer`` for the prepared run (loads the weights)."""
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    cfg = prep.cfg
+    args = sft_config(cfg, prep)
+    quantization_config = None
+    if cfg.load_in_4bit:
+        quantization_config = _quantization_config(resolve_dtype(cfg.dtype))
+        from trl import get_kbit_device_map
+
+        args.model_init_kwargs["device_map"] = get_kbit_device_map()
+    peft_config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return SFTTrainer(
+            model=prep.model_path,
+            args=args,
+            train_dataset=prep.train_dataset,
+            eval_dataset=prep.eval_dataset,
+            processing_class=prep.tokenizer,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+            callbacks=callbacks,
+        )
+    except OSError as e:
+        raise GlmtrainError(f"cannot load the weights of {cfg.model!r}: {e}".splitlines()[0], offline_hint(cfg.model)) from None
+    except ValueError as e:
+        if "Target module" in str(e) or "target_modules" in str(e):
+            raise GlmtrainError(f"LoRA: {e}".splitlines()[0], "set --lora-target-modules to module names of this model (GLM-4: q_proj,k_proj,v_proj)") from None
+        raise
+
+
+def check_4bit_possible() -> None:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise GlmtrainError(
+            "--load-in-4bit (QLoRA) needs a CUDA GPU and the bitsandbytes package",
+            "pip install bitsandbytes on a GPU machine, or drop --load-in-4bit",
+        )
+
+
+def _quantization_config(dtype: str):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    check_4bit_possible()
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, dtype),
+    )
+
+
+def resolve_resume(cfg: TrainConfig) -> str | None:
+    if not cfg.resume:
+        return None
+    if cfg.resume == "latest":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+        if last is None:
+            raise GlmtrainError(f"--resume latest: no checkpoint-* directory in {cfg.output_dir}", "train without --resume, or point --output-dir at the earlier run")
+        return last
+    if not Path(cfg.resume).is_dir():
+        raise GlmtrainError(f"--resume {cfg.resume}: no such checkpoint directory")
+    return cfg.resume
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _write_outputs_before(prep: Prepared, resume: str | None) -> None:
+    out = Path(prep.cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(dump(prep.cfg), encoding="utf-8")
+    report = {
+        "train_file": prep.train.report.to_dict(),
+        "eval_file": prep.eval.report.to_dict() if prep.cfg.eval_data and prep.eval else None,
+        "tokens": prep.plan["tokens"],
+        "eval_tokens": prep.plan["eval_tokens"],
+        "template": prep.plan["template"],
+    }
+    (out / REPORT_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out / PLAN_FILE).write_text(json.dumps(prep.plan, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if not resume and (out / PREDICTIONS_FILE).exists():
+        (out / PREDICTIONS_FILE).unlink()
+
+
+def save_tokenizer_template(prep: Prepared, directory: Path) -> None:
+    """Write the training template into the saved tokenizer when the model's own differs (or is missing)."""
+    from glmdata.render import DEFAULT_TEMPLATE, install_template
+
+    if prep.template_check.status == "same" or not prep.cfg.save_template:
+        return
+    if prep.template.origin == f"glmdata:{DEFAULT_TEMPLATE}":
+        install_template(directory, training=True)  # same bytes, plus {% generation %} markers
+    else:
+        install_template(directory, template=prep.template)
+
+
+def train(prep: Prepared, console) -> dict[str, Any]:
+    """Load the weights, train, and save adapter, tokenizer, config, data report and predictions."""
+    from glmtrain.callbacks import PredictionCallback, finish_swanlab, prediction_samples, swanlab_callback, tracker_mode
+
+    cfg = prep.cfg
+    out = Path(cfg.output_dir)
+    # every check that can fail comes before anything is written or loaded
+    resume = resolve_resume(cfg)
+    mode = tracker_mode(cfg.tracker)
+    if cfg.load_in_4bit:
+        check_4bit_possible()
+    if _is_main_process():
+        _write_outputs_before(prep, resume)
+
+    callbacks = []
+    if mode is not None:
+        callbacks.append(
+            swanlab_callback(
+                mode,
+                project=cfg.project,
+                run_name=cfg.run_name,
+                log_dir=out / SWANLOG_DIR,
+                config={"glmtrain": cfg.to_dict(), "plan": prep.plan},
+            )
+        )
+    if prep.eval is not None and cfg.num_predictions > 0:
+        samples = prediction_samples(prep.eval.rows, cfg.num_predictions)
+        for sample in samples:
+            sample.index = prep.eval.indices[sample.index]  # its row number in the data file
+        callbacks.append(PredictionCallback(samples, out / PREDICTIONS_FILE, max_new_tokens=cfg.max_new_tokens, template=prep.template))
+
+    # Libraries print progress to stdout; stdout is for data, so send their chatter to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer = build_trainer(prep, callbacks)
+        try:
+            result = trainer.train(resume_from_checkpoint=resume)
+            trainer.save_model(str(out))
+            trainer.save_state()
+            if trainer.is_world_process_zero():
+                save_tokenizer_template(prep, out)
+        finally:
+            if mode is not None:
+                finish_swanlab()
+
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+    summary = {
+        "output_dir": str(out),
+        "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "eval_loss": eval_losses[-1] if eval_losses else None,
+        "predictions": str(out / PREDICTIONS_FILE) if (out / PREDICTIONS_FILE).exists() else None,
+        "swanlab": {"mode": mode, "log_dir": str(out / SWANLOG_DIR)} if mode else None,
+        "resumed_from": resume,
+    }
+    return summary
+
+
+def run(cfg: TrainConfig, console, *, dry_run: bool = False) -> dict[str, Any]:
+    """``glmtrain run``: the plan for ``dry_run``, else train and return a summary."""
+    prep = prepare(cfg, console)
+    print_plan(prep.plan, console)
+    if dry_run:
+        return prep.plan
+    return train(prep, console)

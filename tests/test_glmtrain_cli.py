@@ -1,0 +1,308 @@
+"""The ``glmtrain`` command without training: help, recipes, configs, validation, template check, plan.
+
+Nothing here loads model weights; the tiny preset's tokenizer is enough (a directory holding only
+the tokenizer proves that ``--dry-run`` never reads weights).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_train_support import (
+    EVAL_ROWS,
+    INVALID_ROW,
+    REPO,
+    TRAIN_ROWS,
+    glmtrain_cli,
+    glmtrain_env,  # noqa: F401 - fixture
+    glmtrain_subprocess,
+    tiny_model_dir,  # noqa: F401 - fixture
+    write_jsonl,
+)
+
+from glmtrain import config as cfgmod
+from glmtrain.callbacks import compare_calls, parse_tool_call, tracker_mode
+from glmtrain.config import GlmtrainError
+
+
+@pytest.fixture
+def tokenizer_only(tiny_model_dir, tmp_path) -> Path:
+    """The tiny model's tokenizer alone, without weights or model config."""
+    target = tmp_path / "tokenizer_only"
+    target.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_model_dir / name, target / name)
+    return target
+
+
+@pytest.fixture
+def data(tmp_path, glmtrain_env) -> Path:
+    return write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS + EVAL_ROWS)
+
+
+# ------------------------------------------------------------------------------ help and imports
+
+
+def test_help_is_instant_and_imports_nothing_heavy():
+    code = (
+        "import sys\n"
+        "from glmtrain.cli import main\n"
+        "for argv in (['--help'], ['run', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft', 'swanlab') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+
+
+def test_python_dash_m_glmtrain_works():
+    out = glmtrain_subprocess("--help")
+    assert out.returncode == 0
+    assert "run" in out.stdout and "merge" in out.stdout and "chat" in out.stdout
+
+
+def _command_flags() -> dict[str, set[str]]:
+    import typer
+
+    from glmtrain.cli import app
+
+    group = typer.main.get_command(app)
+    flags = {name: {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts) if opt.startswith("--")} for name, cmd in group.commands.items()}
+    flags[""] = {opt for p in group.params for opt in (*p.opts, *p.secondary_opts)}
+    return flags
+
+
+def test_readme_flags_exist_in_help():
+    """Every --flag the README mentions is one a command accepts, and every run setting is documented."""
+    readme = (REPO / "glmtrain" / "README.md").read_text(encoding="utf-8")
+    flags = _command_flags()
+    known = set().union(*flags.values()) | {"--help"}
+    documented = set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9_-]*)", readme))
+    # other tools' flags, in the examples: accelerate launch, torchrun, hf download
+    external = {"--config_file", "--num_processes", "--nproc_per_node", "--local-dir"}
+    missing = documented - known - external
+    assert not missing, f"README mentions flags the commands do not have: {sorted(missing)}"
+    undocumented = {f for f in flags["run"] if not f.startswith("--no-")} - documented
+    assert not undocumented, f"run flags missing from the README: {sorted(undocumented)}"
+    for command in ("merge", "chat", "recipes", "accelerate-config"):
+        assert f"glmtrain {command}" in readme
+    # the help text renders for every command
+    for command in ("run", "merge", "chat", "recipes", "accelerate-config"):
+        assert glmtrain_cli(command, "--help").exit_code == 0
+
+
+# ------------------------------------------------------------------------ recipes and configs
+
+
+def test_recipes_are_listed_and_resolve_to_valid_configs():
+    out = glmtrain_cli("recipes")
+    assert out.exit_code == 0
+    names = [line.split("\t")[0] for line in out.stdout.splitlines()]
+    assert {"toolcall", "alpaca"} <= set(names)
+    tool = cfgmod.merge(("recipe", cfgmod.load_recipe("toolcall")))
+    assert (tool.lora_r, tool.lora_alpha, tool.lora_dropout) == (8, 32, 0.1)
+    assert tool.lora_target_modules == ["q_proj", "k_proj", "v_proj"]
+    assert (tool.learning_rate, tool.batch_size, tool.gradient_accumulation_steps, tool.max_steps) == (5e-4, 1, 2, 600)
+    alpaca = cfgmod.merge(("recipe", cfgmod.load_recipe("alpaca")))
+    assert (alpaca.num_epochs, alpaca.batch_size, alpaca.eval_split, alpaca.eval_steps, alpaca.save_steps) == (3, 2, 0.05, 0.1, 0.1)
+    shown = glmtrain_cli("recipes", "alpaca")
+    assert shown.exit_code == 0 and "num_epochs: 3" in shown.stdout
+    assert glmtrain_cli("recipes", "nope").exit_code == 2
+
+
+def test_defaults_are_the_tool_call_tutorials():
+    cfg = cfgmod.TrainConfig()
+    assert cfg.model == "THUDM/glm-4-9b-chat-hf"
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) == (8, 32, 0.1, ["q_proj", "k_proj", "v_proj"])
+    assert (cfg.learning_rate, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.logging_steps) == (5e-4, 1, 2, 10)
+    assert cfg.eval_split > 0 and cfg.dtype == "auto"
+
+
+def test_precedence_recipe_then_config_then_flags(tmp_path):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("learning_rate: 1.0e-4\nmax_steps: 50\nsft:\n  weight_decay: 0.01\n", encoding="utf-8")
+    cfg = cfgmod.merge(
+        ("recipe toolcall", cfgmod.load_recipe("toolcall")),
+        (str(config_file), cfgmod.load_config_file(config_file)),
+        ("flags", {"max_steps": "7", "sft": {"warmup_steps": 1}}),
+    )
+    assert cfg.learning_rate == 1e-4  # config file beats recipe
+    assert cfg.max_steps == 7  # flag beats config file
+    assert cfg.gradient_accumulation_steps == 2  # from the recipe
+    assert cfg.sft == {"weight_decay": 0.01, "warmup_steps": 1}  # merged key by key
+
+
+def test_bad_settings_are_usage_errors(tmp_path, data):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 1\n", encoding="utf-8")
+    out = glmtrain_cli("run", data, "--config", bad, "--dry-run")
+    assert out.exit_code == 2
+    assert "unknown setting 'learning_rat'" in out.stderr
+    assert "Traceback" not in out.stderr
+    with pytest.raises(GlmtrainError):
+        cfgmod.merge(("flags", {"max_length": "long"}))
+    with pytest.raises(GlmtrainError):
+        cfgmod.merge(("flags", {"tracker": "wandb"}))
+    assert glmtrain_cli("run", tmp_path / "missing.jsonl", "--dry-run").exit_code == 2
+
+
+def test_accelerate_configs_are_shipped_and_parse():
+    for name in ("zero2", "zero3", "fsdp", "ds_zero2", "ds_zero3"):
+        out = glmtrain_cli("accelerate-config", name)
+        assert out.exit_code == 0, out.stderr
+        path = Path(out.stdout.strip())
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        assert data
+        if name.startswith("zero"):
+            assert data["distributed_type"] == "DEEPSPEED"
+            assert data["deepspeed_config"]["zero_stage"] == int(name[-1])
+            # gradient accumulation must come from the trainer ("auto"), not the launcher
+            assert "gradient_accumulation_steps" not in data["deepspeed_config"]
+        if name == "fsdp":
+            assert data["distributed_type"] == "FSDP"
+    assert glmtrain_cli("accelerate-config", "zero9").exit_code == 2
+
+
+# ------------------------------------------------------------------ validation before weights
+
+
+def test_invalid_rows_stop_the_run_before_the_model_loads(tmp_path):
+    data = write_jsonl(tmp_path / "bad.jsonl", TRAIN_ROWS + [INVALID_ROW])
+    # the model does not exist: reaching it would be exit 2; the data check stops first with exit 1
+    out = glmtrain_cli("run", data, "--model", tmp_path / "no-model-here", "-o", tmp_path / "out", "--tracker", "none")
+    assert out.exit_code == 1, out.stderr
+    assert "1 of 9 rows would be rejected" in out.stderr
+    assert "observation-without-call" in out.stderr  # glmdata's report is shown
+    assert "--skip-invalid" in out.stderr
+    assert not (tmp_path / "out").exists()
+    assert "Traceback" not in out.stderr
+
+
+def test_skip_invalid_trains_on_valid_rows_and_says_how_many_were_left_out(tmp_path, tokenizer_only):
+    data = write_jsonl(tmp_path / "bad.jsonl", TRAIN_ROWS + [INVALID_ROW])
+    out = glmtrain_cli("run", data, "--model", tokenizer_only, "--skip-invalid", "--dry-run", "--json", "--eval-split", "0")
+    assert out.exit_code == 0, out.stderr
+    assert "left out 1 of 9 rows" in out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["rows"] == {"valid": 8, "left_out": 1, "train": 8, "eval": 0}
+
+
+def test_dry_run_prints_the_plan_without_weights(tmp_path, tokenizer_only):
+    data = write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS)
+    held_out = write_jsonl(tmp_path / "eval.jsonl", EVAL_ROWS)
+    out = glmtrain_cli(
+        "run", data, "--eval-data", held_out, "--model", tokenizer_only, "--dry-run", "--json",
+        "--batch-size", "2", "--grad-accum", "2", "--num-epochs", "3",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["rows"]["train"] == 8 and plan["rows"]["eval"] == 1
+    tokens = plan["tokens"]
+    assert tokens["rows"] == 8 and 0 < tokens["trained_tokens"] < tokens["tokens"]
+    assert tokens["truncated_rows"] == 0
+    assert plan["max_length"]["setting"] == "auto" and plan["max_length"]["value"] >= plan["max_length"]["longest_row"]
+    # 8 rows, batch 2, accumulation 2: 2 steps per epoch, 3 epochs
+    assert plan["steps"]["per_epoch"] == 2 and plan["steps"]["total"] == 6 and plan["steps"]["effective_batch"] == 4
+    assert plan["template"]["status"] == "same"
+    assert "glmtrain plan" in out.stderr  # the table is for people, on stderr
+
+
+def test_short_max_length_warns_with_the_share_cut(data, tokenizer_only):
+    out = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--json", "--max-length", "64", "--eval-split", "0")
+    assert out.exit_code == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["tokens"]["truncated_rows"] > 0 and plan["tokens"]["trained_tokens_cut"] > 0
+    assert re.search(r"max_length 64 cuts \d+ of 9 training rows \(\d+\.\d%\)", " ".join(out.stderr.split()))
+    nothing_left = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--max-length", "4", "--eval-split", "0")
+    assert nothing_left.exit_code == 1
+    assert "leaves no training row with a trained token" in nothing_left.stderr
+
+
+def test_template_mismatch_stops_and_shows_the_first_difference(data, tokenizer_only):
+    config_file = tokenizer_only / "chat_template.jinja"
+    config_file.write_text(config_file.read_text(encoding="utf-8").replace("<|{{ item['role'] }}|>", "<|{{ item['role'] }}|> "), encoding="utf-8")
+    out = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run")
+    assert out.exit_code == 1
+    assert "first difference at character" in out.stderr
+    assert "--allow-template-mismatch" in out.stderr
+    allowed = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--json", "--allow-template-mismatch")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["template"]["status"] == "differs"
+    own = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--json", "--template", "model")
+    assert own.exit_code == 0, own.stderr
+    assert json.loads(own.stdout)["template"]["status"] == "same"
+
+
+def test_offline_hub_id_gives_a_clear_error(data, glmtrain_env):
+    out = glmtrain_subprocess("run", data, "--model", "no-such-org/no-such-model", "--dry-run", env={"HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2, out.stderr
+    assert "hf download no-such-org/no-such-model --local-dir" in out.stderr
+    assert "--model" in out.stderr
+    assert "Traceback" not in out.stderr
+    missing_dir = glmtrain_cli("run", data, "--model", "./no/such/dir", "--dry-run")
+    assert missing_dir.exit_code == 2 and "no such directory" in missing_dir.stderr
+
+
+def test_held_out_split_is_glmdatas_stratified_split(data):
+    from glmtrain.train import read_rows, split_rows
+
+    rows = read_rows(str(data), skip_invalid=False, console=None)
+    train, held_out = split_rows(rows, 0.1, seed=42)
+    assert sorted(train + held_out) == list(range(len(TRAIN_ROWS) + len(EVAL_ROWS)))
+    kinds = {"system" if rows.rows[i]["messages"][0]["role"] == "system" else "chat" for i in held_out}
+    assert kinds == {"system", "chat"}  # tool-call rows and plain rows are both held out
+    assert split_rows(rows, 0.1, seed=42) == (train, held_out)  # deterministic
+    assert split_rows(rows, 0, seed=42) == (list(range(9)), [])
+
+
+def test_load_in_4bit_without_a_gpu_is_a_clear_error(data, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is there")
+    out = glmtrain_cli("run", data, "--model", "tiny-random", "--load-in-4bit", "-o", tmp_path / "out", "--tracker", "none")
+    assert out.exit_code == 2
+    assert "needs a CUDA GPU and the bitsandbytes package" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+def test_tracker_mode_never_needs_a_login(glmtrain_env, monkeypatch):
+    monkeypatch.delenv("SWANLAB_API_KEY", raising=False)
+    monkeypatch.delenv("SWANLAB_MODE", raising=False)
+    assert tracker_mode("none") is None
+    assert tracker_mode("offline") == "offline"
+    assert tracker_mode("auto") == "offline"  # not logged in: offline, no prompt
+    with pytest.raises(GlmtrainError, match="SwanLab login"):
+        tracker_mode("cloud")
+    monkeypatch.setenv("SWANLAB_API_KEY", "x" * 21)
+    assert tracker_mode("auto") == "online"
+    monkeypatch.setenv("SWANLAB_MODE", "disabled")
+    assert tracker_mode("auto") is None
+
+
+def test_parse_and_compare_tool_calls():
+    assert parse_tool_call('get_weather\n{"city": "Rome"}') == {"name": "get_weather", "arguments": {"city": "Rome"}}
+    assert parse_tool_call("\nIt is sunny.") is None
+    assert parse_tool_call("")is None
+    broken = parse_tool_call("get_weather\n{city")
+    assert broken["name"] == "get_weather" and broken["arguments"] is None
+    ref = {"name": "get_weather", "arguments": {"city": "Rome"}}
+    assert compare_calls({"name": "get_weather", "arguments": {"city": "Rome"}}, ref)["call_match"]
+    assert compare_calls({"name": "get_weather", "arguments": {"city": "Oslo"}}, ref) == {"name_match": True, "arguments_match": False, "call_match": False}
+    assert not compare_calls(None, ref)["name_match"]
