@@ -108,12 +108,13 @@ def _finish(report, report_path: Path | None, as_json: bool, quiet: bool) -> int
     return 1 if report.rejected else 0
 
 
-def _run(fn, *args, **kwargs) -> None:
-    """Run a command body, turning user errors into one line and the right exit code."""
+def _run(body) -> None:
+    """Run a command body (a no-argument callable), turning user errors into one line and the
+    right exit code. Option parsing that can fail belongs inside ``body``."""
     from glmdata.io import InputError
 
     try:
-        code = fn(*args, **kwargs)
+        code = body()
     except (UserError, InputError) as exc:
         err.print(f"[red]error:[/] {exc}")
         if DEBUG["on"]:
@@ -147,7 +148,7 @@ def convert(
     quiet: QuietOpt = False,
 ) -> None:
     """Convert a dataset to GLM-4 messages JSONL, repairing what can be repaired and rejecting the rest."""
-    _run(_convert, input, output, _options(from_format, call_style, no_repair, strict, dedupe), rejects, report, as_json, quiet)
+    _run(lambda: _convert(input, output, _options(from_format, call_style, no_repair, strict, dedupe), rejects, report, as_json, quiet))
 
 
 def _rejects_path(output: str) -> str:
@@ -220,7 +221,7 @@ def validate(
     quiet: QuietOpt = False,
 ) -> None:
     """Run every repair and check on a dataset and report; nothing is written. Exit 1 if rows would be rejected."""
-    _run(_validate, input, _options(from_format, call_style, no_repair, strict, dedupe), report, as_json, quiet)
+    _run(lambda: _validate(input, _options(from_format, call_style, no_repair, strict, dedupe), report, as_json, quiet))
 
 
 def _validate(input: str, options, report_path: Path | None, as_json: bool, quiet: bool) -> int:
@@ -249,7 +250,7 @@ def schema(
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the files are stale.")] = False,
 ) -> None:
     """Write the JSON Schema of every supported format (from the Pydantic models)."""
-    _run(_schema, output, check)
+    _run(lambda: _schema(output, check))
 
 
 def _schema(output: Path, check: bool) -> int:

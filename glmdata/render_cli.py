@@ -106,7 +106,7 @@ def render(
     call_style: StyleOpt = CallStyle.native,
 ) -> None:
     """Show a row as GLM-4 sees it: special tokens highlighted, trained spans marked."""
-    _run(_render, file, row, rows, all_rows, raw, generation_prompt, template, train_on, tokens, tokenizer, max_length, check_template, _options(from_format, call_style, [], False, False))
+    _run(lambda: _render(file, row, rows, all_rows, raw, generation_prompt, template, train_on, tokens, tokenizer, max_length, check_template, _options(from_format, call_style, [], False, False)))
 
 
 def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_on, tokens, tokenizer, max_length, check_template, options) -> int:
@@ -262,7 +262,7 @@ def install_template_command(
     The default training variant carries {% generation %} markers, so that
     apply_chat_template(return_assistant_tokens_mask=True) and TRL's assistant_only_loss work for GLM-4.
     """
-    _run(_install_template, tokenizer_dir, plain, template)
+    _run(lambda: _install_template(tokenizer_dir, plain, template))
 
 
 def _install_template(tokenizer_dir: str, plain: bool, template: str | None) -> int:

@@ -25,7 +25,7 @@ def stats(
     as_json: JsonOpt = False,
 ) -> None:
     """Know the data before training: lengths, truncation at --max-length, tools, loss-mask audit, duplicates."""
-    _run(_stats, file, tokenizer, max_length, train_on, plot, template, _options(from_format, call_style, [], False, False), as_json)
+    _run(lambda: _stats(file, tokenizer, max_length, train_on, plot, template, _options(from_format, call_style, [], False, False), as_json))
 
 
 def _stats(file, tokenizer_path, max_length, train_on, plot_path, template, options, as_json) -> int:
@@ -74,7 +74,7 @@ def split(
     as_json: JsonOpt = False,
 ) -> None:
     """Deterministic train/eval split, stratified so that tool-call rows are in both parts."""
-    _run(_split, file, eval_fraction, seed, train_out, eval_out, _options(from_format, call_style, [], False, False), as_json)
+    _run(lambda: _split(file, eval_fraction, seed, train_out, eval_out, _options(from_format, call_style, [], False, False), as_json))
 
 
 def _split(file, fraction, seed, train_out, eval_out, options, as_json) -> int:
