@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from glmdata.repairs import Fixer, call_arguments, dumps, loads_lenient
+from glmdata.repairs import Fixer, call_arguments, dumps, loads_lenient, parse_json_call
 from glmdata.issues import reject
 
 
@@ -25,7 +25,21 @@ class MessagesBuilder:
         self.tools: list[dict] | None = None
         self.tools_path = ""
 
-    def add(self, role: str, content: str, *, loss: bool | None = None, metadata: str | None = None) -> None:
+    def add(self, role: str, content: str, *, loss: bool | None = None, metadata: str | None = None, path: str | None = None) -> None:
+        """Append a message. Given ``path`` (where the text is in the source row), an assistant
+        message that holds a tool call in the other call style is rewritten in the configured one
+        (the ``call-style`` repair), whatever format it came from: so every output row has its
+        calls in one style, and converting the output again changes nothing."""
+        if path is not None and role == "assistant":
+            if metadata and self.call_style == "json":
+                self.fx.apply("call-style", path, "native call rewritten in json style")
+                self.call(metadata, call_arguments(content, self.fx, path, string_is_normal=True), loss=loss)
+                return
+            call = parse_json_call(content) if not metadata and self.call_style == "native" else None
+            if call is not None:
+                self.fx.apply("call-style", path, "json-style call rewritten in native style")
+                self.call(call[0], call_arguments(call[1], self.fx, f"{path}.arguments"), loss=loss)
+                return
         message: dict[str, Any] = {"role": role, "content": content}
         if metadata is not None:
             message["metadata"] = metadata

@@ -157,8 +157,10 @@ def _check_call(call: tuple[str, Any, str], tools: dict[str, dict], path: str, i
         return
     parameters = function.get("parameters") or {}
     properties = parameters.get("properties")
-    for key in parameters.get("required", ()):
-        if key not in arguments:
+    required = parameters.get("required")
+    # an invalid schema (required not a list of names) is reported by invalid-tool-schema
+    for key in required if isinstance(required, list) else ():
+        if isinstance(key, str) and key not in arguments:
             issues.append(Issue("missing-argument", path, f"call to {name!r} lacks required argument {key!r}"))
     if not isinstance(properties, dict):
         return
@@ -166,10 +168,27 @@ def _check_call(call: tuple[str, Any, str], tools: dict[str, dict], path: str, i
         schema = properties.get(key)
         if schema is None:
             issues.append(Issue("unknown-argument", path, f"call to {name!r} passes {key!r}, which the tool does not declare"))
-        elif isinstance(schema, dict) and schema and _schema_problem_ok(schema):
-            validator = _validator(json.dumps(schema, sort_keys=True))
-            if not validator.is_valid(value):
-                issues.append(Issue("argument-type", f"{path}.{key}", f"{key}={json.dumps(value, ensure_ascii=False)[:60]} does not match {json.dumps(schema, ensure_ascii=False)[:80]}"))
+        elif isinstance(schema, dict) and schema and _schema_problem_ok(schema) and not _argument_ok(parameters, key, value):
+            issues.append(Issue("argument-type", f"{path}.{key}", f"{key}={json.dumps(value, ensure_ascii=False)[:60]} does not match {json.dumps(schema, ensure_ascii=False)[:80]}"))
+
+
+def _argument_ok(parameters: dict, key: str, value: Any) -> bool:
+    """Does ``value`` match the schema of property ``key``? Validated within its tool's schema, so
+    that ``$ref: "#/$defs/..."`` resolves; when the tool's schema is broken (already reported as
+    invalid-tool-schema), against the property's own schema. A reference that resolves nowhere
+    cannot be checked: True."""
+    from referencing.exceptions import Unresolvable
+
+    root = json.dumps(parameters, sort_keys=True)
+    schema = parameters["properties"][key]
+    if _schema_problem(root) is None:
+        validator = _validator(root).evolve(schema=schema)
+    else:
+        validator = _validator(json.dumps(schema, sort_keys=True))
+    try:
+        return validator.is_valid(value)
+    except Unresolvable:
+        return True
 
 
 def _schema_problem_ok(schema: dict) -> bool:

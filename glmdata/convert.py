@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,7 +19,7 @@ import orjson
 from glmdata import formats
 from glmdata.builder import MessagesBuilder
 from glmdata.checks import check_row
-from glmdata.io import Record, read_records
+from glmdata.io import Record, json_bytes, read_records
 from glmdata.issues import Issue, RowError
 from glmdata.repairs import REPAIRS, Fixer, strip_nulls
 
@@ -42,7 +43,10 @@ class Options:
         if unknown:
             raise ValueError(f"unknown repair(s): {', '.join(sorted(unknown))}; known: {', '.join(REPAIRS)}")
         if self.from_format is not None:
-            object.__setattr__(self, "from_format", formats.resolve(self.from_format))
+            try:
+                object.__setattr__(self, "from_format", formats.resolve(self.from_format))
+            except KeyError:
+                raise ValueError(f"unknown format {self.from_format!r}; known: {', '.join(formats.format_names())}") from None
 
 
 @dataclass(slots=True)
@@ -109,7 +113,9 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
             result.format = name
             builder = MessagesBuilder(fx, options.call_style)
             formats.FORMATS[name].to_messages(value, fx, builder)
-            result.row = builder.build()
+            row = builder.build()
+            _check_writable(row)
+            result.row = row
             result.issues.extend(fx.warnings)
             result.issues.extend(check_row(result.row))
     except RowError as exc:
@@ -121,6 +127,39 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
         i.severity == "error" or options.strict for i in result.issues
     )
     return result
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_writable(row: dict) -> None:
+    """Reject a row that no UTF-8 file can hold: JSON text inside a row (a tools string, call
+    arguments) may escape half a surrogate pair, ``"\\ud800"``, which parses to no character."""
+    try:
+        orjson.dumps(row)
+    except orjson.JSONEncodeError:  # also integers beyond 64 bits, which are fine
+        found = _find_surrogate(row, "")
+        if found is not None:
+            path, char = found
+            raise RowError(Issue("invalid-json", path or "row", f"the escape \\u{ord(char):04x} is half a surrogate pair, not a character; no UTF-8 file can hold it")) from None
+
+
+def _find_surrogate(value: Any, path: str) -> tuple[str, str] | None:
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return (path, found.group()) if found else None
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), k, v) for k, v in value.items())
+        for where, key, item in items:
+            found = _find_surrogate(key, where) or _find_surrogate(item, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _find_surrogate(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def convert_rows(rows: Iterable[Any], options: Options = Options()) -> Iterator[Result]:
@@ -152,7 +191,7 @@ def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Re
     seen: dict[bytes, int] = {}
     for result in results:
         if result.row is not None and not result.rejected:
-            key = hashlib.blake2b(orjson.dumps(result.row), digest_size=16).digest()
+            key = hashlib.blake2b(json_bytes(result.row), digest_size=16).digest()
             first = seen.setdefault(key, result.index)
             if first != result.index:
                 result.duplicate_of = first
@@ -178,7 +217,7 @@ def convert_batch(batch: dict[str, list], options: Options | None = None, **opti
     for i in range(size):
         row = {column: batch[column][i] for column in columns if not column.startswith("glm_")}
         result = convert_row(row, options, index=i)
-        out["glm_json"].append(orjson.dumps(result.row).decode() if result.ok else "")
+        out["glm_json"].append(json_bytes(result.row).decode() if result.ok else "")
         out["glm_ok"].append(result.ok)
-        out["glm_issues"].append(orjson.dumps([issue.to_dict() for issue in result.issues]).decode())
+        out["glm_issues"].append(json_bytes([issue.to_dict() for issue in result.issues]).decode())
     return out

@@ -28,6 +28,7 @@ CHUNK = 1 << 20
 _WS = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 _STRUCTURAL = re.compile(rb'["\[\]{}]')
+_LONG_NUMBER = re.compile(rb"\d{19}")  # may be an integer orjson cannot hold (beyond 64 bits)
 
 
 class InputError(Exception):
@@ -49,7 +50,11 @@ def read_records(path: str | os.PathLike, *, from_format: str | None = None) -> 
     """Yield every row of ``path`` (``"-"`` is stdin) in order. Never raises for bad rows; raises
     :class:`InputError` when the file itself cannot be opened."""
     with _open(path) as stream:
-        head = stream.peek(4)[:4]
+        try:
+            head = stream.peek(4)[:4]
+        except (EOFError, gzip.BadGzipFile, OSError) as exc:  # a compressed stream cut short at once
+            yield Record(0, None, b"", None, Issue("truncated-input", "file", f"the compressed stream is cut short ({exc})"))
+            return
         if head.startswith(b"PAR1"):
             yield from _parquet(stream, path)
             return
@@ -77,11 +82,28 @@ def _open(path: str | os.PathLike) -> Iterator[io.BufferedReader]:
     try:
         reader = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
         if reader.peek(2)[:2] == b"\x1f\x8b":
-            reader = io.BufferedReader(gzip.GzipFile(fileobj=reader), CHUNK)  # type: ignore[arg-type]
+            reader = io.BufferedReader(_Gunzip(gzip.GzipFile(fileobj=reader)), CHUNK)
         yield reader
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+class _Gunzip(io.RawIOBase):
+    """Decompressed bytes as they come. GzipFile.readinto fills the whole buffer first, so a file
+    cut short would fail before its first row; read1 fails only where the cut is, and every row
+    before it is read."""
+
+    def __init__(self, gz: gzip.GzipFile):
+        self.gz = gz
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.gz.read1(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _first_byte(stream: io.BufferedReader) -> bytes:
@@ -95,23 +117,50 @@ def _first_byte(stream: io.BufferedReader) -> bytes:
 def parse_row(raw: bytes) -> tuple[Any, Issue | None]:
     """Parse one JSON value from bytes; on failure say whether it is bad UTF-8 or bad JSON."""
     try:
-        return orjson.loads(raw), None
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         first_error = str(exc)
+    else:
+        if _LONG_NUMBER.search(raw) is None:
+            return value, None
+        first_error = "integer beyond 64 bits"  # orjson read it as a float, losing digits
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, Issue("invalid-utf8", "row", f"byte {exc.start} is not valid UTF-8 ({raw[exc.start:exc.start + 4]!r})")
     try:  # orjson refuses integers beyond 64 bits and deep nesting; the stdlib accepts big integers
-        return json.loads(text, parse_constant=_no_constants), None
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except (json.JSONDecodeError, ValueError) as exc:
         return None, Issue("invalid-json", "row", f"not valid JSON: {exc}")
     except RecursionError:
         return None, Issue("invalid-json", "row", f"not valid JSON: {first_error}")
+    try:  # the stdlib also accepts lone surrogate escapes, which no UTF-8 output can hold
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return None, Issue("invalid-json", "row", f"not valid JSON: the escape \\u{ord(exc.object[exc.start]):04x} is half a surrogate pair, not a character")
+    except RecursionError:
+        return None, Issue("invalid-json", "row", f"not valid JSON: {first_error}")
+    return value, None
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact JSON, key order and non-ASCII text kept. orjson, or the stdlib for what orjson cannot
+    write: integers beyond 64 bits, which :func:`parse_row` keeps exact."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _jsonl(stream: io.BufferedReader) -> Iterator[Record]:
@@ -292,6 +341,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     try:
+        os.chmod(tmp, _mode_for(target))  # mkstemp makes the file private (0600)
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
@@ -305,9 +355,19 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         raise
 
 
+def _mode_for(target: Path) -> int:
+    """The permissions a plain ``open(target, "w")`` would give: the old file's, or 0666 less the umask."""
+    try:
+        return os.stat(target).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def dump_row(row: Any) -> bytes:
     """One JSONL line: compact JSON, key order and non-ASCII text kept."""
-    return orjson.dumps(row) + b"\n"
+    return json_bytes(row) + b"\n"
 
 
 def write_jsonl(rows: Iterable[Any], path: str | os.PathLike) -> int:

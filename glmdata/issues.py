@@ -96,13 +96,16 @@ def validate(adapter: TypeAdapter, value: Any, prefix: str = "") -> Any:
         raise RowError(*(_schema_issue(err, prefix) for err in exc.errors(include_url=False)[:10])) from None
 
 
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "none"})
+
+
 def _schema_issue(err: Any, prefix: str) -> Issue:
     path = prefix
     for part in err["loc"]:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not isinstance(part, str) or "[" in part or part.startswith("function-"):
-            continue  # union / validator branch names, not field names
+        elif not isinstance(part, str) or "[" in part or part.startswith("function-") or part in _UNION_TAGS or part[:1].isupper():
+            continue  # union / validator branch names (str, list[any], a model's class name), not field names
         else:
             path += f".{part}" if path else part
     got = err.get("input")

@@ -11,7 +11,10 @@ import ast
 import json
 from typing import Any
 
-from glmdata.issues import Issue, reject
+from pydantic import TypeAdapter
+
+from glmdata.issues import Issue, reject, validate
+from glmdata.models import Function
 
 REPAIRS: dict[str, str] = {
     "null-fields": "removed null values (injected by Arrow schema merging; metadata: null renders as 'None')",
@@ -49,7 +52,10 @@ class Fixer:
 
 # ---------------------------------------------------------------------------------------- nulls
 
-_KEEP_NULLS = frozenset({"arguments", "observation", "content"})  # null is data (or the format's own) there
+# Null is data (or the format's own value) under these keys: kept as is and not looked into.
+# OpenAI writes `content: null` on every tool-call message; nulls inside arguments and tool
+# results are the tool's data.
+_KEEP_NULLS = frozenset({"arguments", "observation", "content"})
 
 
 def strip_nulls(value: Any, fx: Fixer, path: str = "") -> Any:
@@ -58,7 +64,7 @@ def strip_nulls(value: Any, fx: Fixer, path: str = "") -> Any:
         out = {}
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
-            if item is None:
+            if item is None and key not in _KEEP_NULLS:
                 fx.apply("null-fields", where, f"{where} is null")
                 continue
             out[key] = item if key in _KEEP_NULLS else strip_nulls(item, fx, where)
@@ -168,6 +174,19 @@ def call_arguments(value: Any, fx: Fixer, path: str, *, string_is_normal: bool =
     return value
 
 
+def parse_json_call(content: str) -> tuple[str, Any] | None:
+    """``(name, arguments)`` when the content is a JSON-style call ``{"name": ..., "arguments": ...}``."""
+    if not content.startswith("{") or '"name"' not in content:
+        return None
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, dict) and set(value) == {"name", "arguments"} and isinstance(value["name"], str):
+        return value["name"], value["arguments"]
+    return None
+
+
 def dumps(value: Any) -> str:
     """JSON text as the GLM-4 data and tutorials write it: non-ASCII kept, ``", "`` and ``": "``."""
     return json.dumps(value, ensure_ascii=False)
@@ -195,9 +214,10 @@ def normalize_tools(value: Any, fx: Fixer, path: str) -> list[dict] | None:
             parsed = json.loads(value)
         except json.JSONDecodeError as exc:
             raise reject("tools-invalid-json", path, f"tools string is not valid JSON ({exc.msg} at char {exc.pos})") from None
-        fx.apply("tools-json-string", path, "tools given as a JSON string")
-        if is_empty_tools(parsed):
+        if is_empty_tools(parsed):  # "[ ]", "[\n]": empty like "[]", and switched off like it
+            fx.apply("empty-tools", path, "tools are empty")
             return None
+        fx.apply("tools-json-string", path, "tools given as a JSON string")
         value = parsed
     if isinstance(value, dict):
         value = [value]
@@ -246,7 +266,11 @@ def _function(function: dict, fx: Fixer, path: str) -> dict:
         function["parameters"] = _infer_schema(examples, fx, f"{path}.args")
     elif "parameters" in function and not _is_schema(function["parameters"]):
         function["parameters"] = _infer_schema(function["parameters"], fx, f"{path}.parameters")
+    validate(_FUNCTION, function, path)  # e.g. a description that is not text: rejected with its path
     return function
+
+
+_FUNCTION = TypeAdapter(Function)
 
 
 def _infer_schema(examples: Any, fx: Fixer, path: str) -> dict:

@@ -39,9 +39,9 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
     data = validate(ADAPTER, row)
     if data.system:
         builder.add("system", data.system)
-    for user, assistant in data.history:
+    for k, (user, assistant) in enumerate(data.history):
         builder.add("user", user)
-        builder.add("assistant", assistant)
+        builder.add("assistant", assistant, path=f"history[{k}][1]")
     user = f"{data.instruction}\n\n{data.input}" if data.input else data.instruction
     builder.add("user", user)
-    builder.add("assistant", data.output)
+    builder.add("assistant", data.output, path="output")

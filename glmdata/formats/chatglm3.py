@@ -74,17 +74,18 @@ def detect(row: dict) -> bool:
 
 
 def _is_tool_turn(turn: Any) -> bool:
-    return isinstance(turn, dict) and ("name" in turn or "parameters" in turn) and "content" not in turn
+    # `content: null` is kept by strip_nulls: a tool turn from an Arrow-merged file carries it
+    return isinstance(turn, dict) and ("name" in turn or "parameters" in turn) and turn.get("content") is None
 
 
 def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
     if "conversations" not in row:
         data = validate(PROMPT_ADAPTER, row)
-        for user, assistant in data.history:
+        for k, (user, assistant) in enumerate(data.history):
             builder.add("user", user)
-            builder.add("assistant", assistant)
+            builder.add("assistant", assistant, path=f"history[{k}][1]")
         builder.add("user", data.prompt)
-        builder.add("assistant", data.response)
+        builder.add("assistant", data.response, path="response")
         return
     turns = row["conversations"]
     builder.add_tools(normalize_tools(row.get("tools"), fx, "tools") if "tools" in row else None, "tools")
@@ -107,7 +108,7 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
             fx.apply("function-call", path, "function_call turn")
             builder.call_from_text(message.content, f"{path}.content", loss=message.loss)
         else:
-            builder.add(role, message.content, loss=message.loss, metadata=message.metadata or None)
+            builder.add(role, message.content, loss=message.loss, metadata=message.metadata or None, path=f"{path}.content")
 
 
 _MESSAGE = TypeAdapter(ChatGLM3Message)

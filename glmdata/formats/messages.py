@@ -7,7 +7,6 @@ What arrives here is often a file written by ``datasets``/Arrow, where every mes
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from glmdata.builder import MessagesBuilder
 from glmdata.issues import validate
 from glmdata.models import Conversation
-from glmdata.repairs import Fixer, call_arguments, canonical_role, normalize_tools
+from glmdata.repairs import Fixer, canonical_role, normalize_tools, parse_json_call  # noqa: F401 - parse_json_call re-exported
 
 SIGNATURE = '{"messages": [{"role", "content", "tools"?, "metadata"?, "loss"?}]}'
 
@@ -45,19 +44,6 @@ def detect(row: dict) -> bool:
     return isinstance(row.get("messages"), list)
 
 
-def parse_json_call(content: str) -> tuple[str, Any] | None:
-    """``(name, arguments)`` when the content is a JSON-style call ``{"name": ..., "arguments": ...}``."""
-    if not content.startswith("{") or '"name"' not in content:
-        return None
-    try:
-        value = json.loads(content)
-    except json.JSONDecodeError:
-        return None
-    if isinstance(value, dict) and set(value) == {"name", "arguments"} and isinstance(value["name"], str):
-        return value["name"], value["arguments"]
-    return None
-
-
 def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
     data = validate(ADAPTER, row)
     if data.tools is not None:
@@ -74,17 +60,4 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
             fx.apply("function-call", path, "function_call message")
             builder.call_from_text(message.content, f"{path}.content", loss=message.loss)
             continue
-        if role == "assistant":
-            if message.metadata and builder.call_style == "json":
-                fx.apply("call-style", path, "native call rewritten in json style")
-                arguments = call_arguments(message.content, fx, f"{path}.content", string_is_normal=True)
-                builder.call(message.metadata, arguments, loss=message.loss)
-                continue
-            if not message.metadata and builder.call_style == "native":
-                call = parse_json_call(message.content)
-                if call is not None:
-                    fx.apply("call-style", path, "json-style call rewritten in native style")
-                    name, arguments = call
-                    builder.call(name, call_arguments(arguments, fx, f"{path}.content.arguments"), loss=message.loss)
-                    continue
-        builder.add(role, message.content, loss=message.loss, metadata=message.metadata)
+        builder.add(role, message.content, loss=message.loss, metadata=message.metadata, path=f"{path}.content")

@@ -100,7 +100,8 @@ def _text(content: str | list[TextPart] | None) -> str:
 def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
     data = validate(ADAPTER, row)
     tools = data.tools if data.tools is not None else data.functions
-    builder.add_tools(normalize_tools(tools, fx, "tools"), "tools")
+    if tools is not None:  # absent (or null, already reported by null-fields): nothing to repair
+        builder.add_tools(normalize_tools(tools, fx, "tools"), "tools")
     pending: list[tuple[str | None, str, dict, str]] = []  # (id, name, arguments, path) of unanswered calls
 
     def flush() -> None:
@@ -128,7 +129,7 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
             raise reject("bad-call", f"{path}.role", "role function_call in an OpenAI-style row: use tool_calls")
         text = _text(message.content)
         if text or not calls:
-            builder.add(role, text)
+            builder.add(role, text, path=f"{path}.content")
         for k, call in enumerate(calls):
             call_path = f"{path}.tool_calls[{k}].function.arguments"
             fx.apply("function-call", f"{path}.tool_calls[{k}]", "tool call")

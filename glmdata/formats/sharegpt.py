@@ -57,7 +57,8 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
     if "conversations" not in row and "messages" in row:  # ShareGPT exports that name the list "messages"
         row = {**row, "conversations": row["messages"]}
     data = validate(ADAPTER, row)
-    builder.add_tools(normalize_tools(data.tools, fx, "tools"), "tools")
+    if data.tools is not None:  # absent (or null, already reported by null-fields): nothing to repair
+        builder.add_tools(normalize_tools(data.tools, fx, "tools"), "tools")
     if data.system:
         builder.add("system", data.system)
     for i, turn in enumerate(data.conversations):
@@ -67,4 +68,4 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
             fx.apply("function-call", path, "function_call turn")
             builder.call_from_text(turn.value, f"{path}.value")
         else:
-            builder.add(role, turn.value)
+            builder.add(role, turn.value, path=f"{path}.value")
