@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from glmdata.repairs import Fixer, call_arguments, dumps, loads_lenient, parse_json_call
 from glmdata.issues import reject
 
@@ -71,9 +73,9 @@ class MessagesBuilder:
             return
         if self.tools is None:
             self.tools, self.tools_path = [], path
-        seen = {json.dumps(t, sort_keys=True) for t in self.tools}
+        seen = {_tool_key(t) for t in self.tools}
         for tool in tools:
-            key = json.dumps(tool, sort_keys=True)
+            key = _tool_key(tool)
             if key not in seen:
                 seen.add(key)
                 self.tools.append(tool)
@@ -89,3 +91,10 @@ class MessagesBuilder:
             else:
                 messages.insert(0, {"role": "system", "content": "", "tools": self.tools})
         return {"messages": messages}
+
+
+def _tool_key(tool: dict) -> bytes | str:
+    try:
+        return orjson.dumps(tool, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(tool, sort_keys=True)

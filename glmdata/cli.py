@@ -56,6 +56,7 @@ DedupeOpt = Annotated[bool, typer.Option("--dedupe", help="Drop exact duplicate 
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Also write the summary as JSON to this file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Convert in this many processes; output order and bytes are the same as with one.")]
 
 
 def _options(from_format: str | None, call_style: CallStyle, no_repair: list[str], strict: bool, dedupe: bool):
@@ -146,9 +147,10 @@ def convert(
     report: ReportOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    workers: WorkersOpt = 1,
 ) -> None:
     """Convert a dataset to GLM-4 messages JSONL, repairing what can be repaired and rejecting the rest."""
-    _run(lambda: _convert(input, output, _options(from_format, call_style, no_repair, strict, dedupe), rejects, report, as_json, quiet))
+    _run(lambda: _convert(input, output, _options(from_format, call_style, no_repair, strict, dedupe), rejects, report, as_json, quiet, workers))
 
 
 def _rejects_path(output: str) -> str:
@@ -171,7 +173,7 @@ def _check_paths(input: str, output: str, rejects: str) -> None:
             raise UserError(f"{path}: directory {parent} is not writable")
 
 
-def _convert(input: str, output: str, options, rejects: str | None, report_path: Path | None, as_json: bool, quiet: bool) -> int:
+def _convert(input: str, output: str, options, rejects: str | None, report_path: Path | None, as_json: bool, quiet: bool, workers: int = 1) -> int:
     from glmdata.convert import convert_file
     from glmdata.io import atomic_writer, dump_row
     from glmdata.report import Report
@@ -187,10 +189,10 @@ def _convert(input: str, output: str, options, rejects: str | None, report_path:
         bad = stack.enter_context(atomic_writer(rejects))
         progress = stack.enter_context(_progress(err.is_terminal and not quiet))
         task = progress.add_task("converting", total=None)
-        for result in convert_file(input, options):
+        for result in convert_file(input, options, workers=workers, decode=False):
             report.add(result)
             if result.ok:
-                out.write(dump_row(result.row))
+                out.write(result.encoded + b"\n")
             elif result.rejected:
                 bad.write(dump_row(result.reject_record(input)))
                 if len(findings) < SHOW_FINDINGS:
@@ -219,12 +221,13 @@ def validate(
     report: ReportOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    workers: WorkersOpt = 1,
 ) -> None:
     """Run every repair and check on a dataset and report; nothing is written. Exit 1 if rows would be rejected."""
-    _run(lambda: _validate(input, _options(from_format, call_style, no_repair, strict, dedupe), report, as_json, quiet))
+    _run(lambda: _validate(input, _options(from_format, call_style, no_repair, strict, dedupe), report, as_json, quiet, workers))
 
 
-def _validate(input: str, options, report_path: Path | None, as_json: bool, quiet: bool) -> int:
+def _validate(input: str, options, report_path: Path | None, as_json: bool, quiet: bool, workers: int = 1) -> int:
     from glmdata.convert import convert_file
     from glmdata.report import Report
 
@@ -232,7 +235,7 @@ def _validate(input: str, options, report_path: Path | None, as_json: bool, quie
     findings = []
     with _progress(err.is_terminal and not quiet) as progress:
         task = progress.add_task("validating", total=None)
-        for result in convert_file(input, options):
+        for result in convert_file(input, options, workers=workers, decode=False):
             report.add(result)
             if result.rejected and len(findings) < SHOW_FINDINGS:
                 findings.append(result)

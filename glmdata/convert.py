@@ -58,6 +58,7 @@ class Result:
     raw: bytes = b""
     format: str | None = None
     row: dict | None = None
+    encoded: bytes = b""  #: the row as compact JSON, serialized once: written and hashed as is
     issues: list[Issue] = field(default_factory=list)
     repairs: list[tuple[str, str]] = field(default_factory=list)
     rejected: bool = False
@@ -114,7 +115,7 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
             builder = MessagesBuilder(fx, options.call_style)
             formats.FORMATS[name].to_messages(value, fx, builder)
             row = builder.build()
-            _check_writable(row)
+            result.encoded = _encode(row)
             result.row = row
             result.issues.extend(fx.warnings)
             result.issues.extend(check_row(result.row))
@@ -132,16 +133,19 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _check_writable(row: dict) -> None:
-    """Reject a row that no UTF-8 file can hold: JSON text inside a row (a tools string, call
+def _encode(row: dict) -> bytes:
+    """The row as compact JSON (what is written, and hashed for duplicates), serialized once.
+
+    Rejects a row that no UTF-8 file can hold: JSON text inside a row (a tools string, call
     arguments) may escape half a surrogate pair, ``"\\ud800"``, which parses to no character."""
     try:
-        orjson.dumps(row)
-    except orjson.JSONEncodeError:  # also integers beyond 64 bits, which are fine
+        return orjson.dumps(row)
+    except TypeError:  # orjson.JSONEncodeError: a lone surrogate, or an integer beyond 64 bits
         found = _find_surrogate(row, "")
         if found is not None:
             path, char = found
             raise RowError(Issue("invalid-json", path or "row", f"the escape \\u{ord(char):04x} is half a surrogate pair, not a character; no UTF-8 file can hold it")) from None
+        return json_bytes(row)
 
 
 def _find_surrogate(value: Any, path: str) -> tuple[str, str] | None:
@@ -179,19 +183,83 @@ def convert_records(records: Iterable[Record], options: Options = Options()) -> 
     return _with_duplicates(results(), options)
 
 
-def convert_file(path: str | os.PathLike, options: Options = Options()) -> Iterator[Result]:
-    """Stream ``path`` (any supported format, ``"-"`` for stdin) into one Result per row.
+def convert_file(path: str | os.PathLike, options: Options = Options(), *, workers: int = 1, decode: bool = True) -> Iterator[Result]:
+    """Stream ``path`` (any supported format, ``"-"`` for stdin) into one Result per row, in order.
 
+    ``workers`` > 1 converts in that many processes; results, their order and the bytes written
+    are the same as with one. ``decode=False`` (with workers) leaves ``result.row`` None and only
+    ``result.encoded`` set, sparing the main process the decoding when only the bytes are needed.
     Raises :class:`glmdata.io.InputError` when the file cannot be opened at all.
     """
-    return convert_records(read_records(path), options)
+    if workers <= 1:
+        return convert_records(read_records(path), options)
+    return _with_duplicates(_parallel(read_records(path, parse=False), options, workers, decode), options)
+
+
+BATCH = 256
+
+
+def _parallel(records: Iterable[Record], options: Options, workers: int, decode: bool) -> Iterator[Result]:
+    """Convert batches of records in worker processes, in order, with at most a few batches in
+    flight (memory stays bounded however large the input)."""
+    import multiprocessing
+    from collections import deque
+    from itertools import islice
+
+    from glmdata.io import parse_row
+
+    records = iter(records)
+    with multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
+        pending: deque = deque()
+        while True:
+            while len(pending) < 2 * workers:
+                batch = list(islice(records, BATCH))
+                if not batch:
+                    break
+                pending.append((batch, pool.apply_async(_convert_batch_worker, ([_portable(r) for r in batch], options))))
+            if not pending:
+                return
+            batch, outcome = pending.popleft()
+            for record, (fmt, encoded, issues, repairs, rejected) in zip(batch, outcome.get()):
+                result = Result(record.index, record.line, record.raw, fmt, None, encoded, issues, repairs, rejected)
+                if decode and encoded:
+                    result.row = parse_row(encoded)[0]
+                yield result
+
+
+def _portable(record: Record) -> tuple:
+    # a text row travels as its bytes and is parsed in the worker; a Parquet row as its value
+    return (record.index, record.line, record.raw, record.error, None if record.from_text else record.value, record.from_text)
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops the pool
+
+
+def _convert_batch_worker(batch: list[tuple], options: Options) -> list[tuple]:
+    """Convert in a worker; only what the main process lacks travels back (not the raw bytes,
+    not the row as dicts: its JSON text is cheaper to send and to decode)."""
+    from glmdata.io import parse_row
+
+    out = []
+    for index, line, raw, error, value, from_text in batch:
+        if error is None and from_text:
+            value, error = parse_row(raw)
+        if error is not None:
+            out.append((None, b"", [error], [], True))
+            continue
+        r = convert_row(value, options, index=index, line=line, raw=raw)
+        out.append((r.format, r.encoded, r.issues, r.repairs, r.rejected))
+    return out
 
 
 def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Result]:
     seen: dict[bytes, int] = {}
     for result in results:
-        if result.row is not None and not result.rejected:
-            key = hashlib.blake2b(json_bytes(result.row), digest_size=16).digest()
+        if result.encoded and not result.rejected:
+            key = hashlib.blake2b(result.encoded, digest_size=16).digest()
             first = seen.setdefault(key, result.index)
             if first != result.index:
                 result.duplicate_of = first
@@ -217,7 +285,7 @@ def convert_batch(batch: dict[str, list], options: Options | None = None, **opti
     for i in range(size):
         row = {column: batch[column][i] for column in columns if not column.startswith("glm_")}
         result = convert_row(row, options, index=i)
-        out["glm_json"].append(json_bytes(result.row).decode() if result.ok else "")
+        out["glm_json"].append(result.encoded.decode() if result.ok else "")
         out["glm_ok"].append(result.ok)
         out["glm_issues"].append(json_bytes([issue.to_dict() for issue in result.issues]).decode())
     return out
