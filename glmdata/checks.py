@@ -22,7 +22,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>",
     "<|begin_of_video|>", "<|end_of_video|>",
 )
-_SPECIAL = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
+SPECIAL_TOKEN_RE = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
+_SPECIAL = SPECIAL_TOKEN_RE
 _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][\w.]*\s*\}\}")
 OVERSIZED_CHARS = 32_768
 WHITESPACE_MIN_CHARS = 1_000

@@ -70,8 +70,7 @@ def _show_conversion(result) -> None:
 def _styled(text: str, spans: list[tuple[int, int]], colour: bool):
     from rich.text import Text
 
-    from glmdata.checks import SPECIAL_TOKENS
-    import re
+    from glmdata.checks import SPECIAL_TOKEN_RE
 
     if not colour:
         out, last = [], 0
@@ -83,7 +82,7 @@ def _styled(text: str, spans: list[tuple[int, int]], colour: bool):
     styled = Text(text)
     for start, end in spans:
         styled.stylize("green", start, end)
-    for found in re.finditer("|".join(map(re.escape, SPECIAL_TOKENS)), text):
+    for found in SPECIAL_TOKEN_RE.finditer(text):
         styled.stylize("bold magenta", found.start(), found.end())
     return styled
 

@@ -18,26 +18,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from glmdata.checks import SPECIAL_TOKENS
+
 PRESETS = ("tiny-random",)
 # Bump when the preset changes, so an old cached copy is not reused.
 _VERSION = "1"
 
-GLM4_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "[MASK]",
-    "[gMASK]",
-    "[sMASK]",
-    "<sop>",
-    "<eop>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|observation|>",
-    "<|begin_of_image|>",
-    "<|end_of_image|>",
-    "<|begin_of_video|>",
-    "<|end_of_video|>",
-)
+GLM4_SPECIAL_TOKENS = SPECIAL_TOKENS
 FIRST_SPECIAL_ID = 151329
 VOCAB_SIZE = 151552
 

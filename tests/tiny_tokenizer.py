@@ -17,22 +17,9 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-GLM4_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "[MASK]",
-    "[gMASK]",
-    "[sMASK]",
-    "<sop>",
-    "<eop>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|observation|>",
-    "<|begin_of_image|>",
-    "<|end_of_image|>",
-    "<|begin_of_video|>",
-    "<|end_of_video|>",
-)
+from glmdata.checks import SPECIAL_TOKENS
+
+GLM4_SPECIAL_TOKENS = SPECIAL_TOKENS
 FIRST_SPECIAL_ID = 151329
 GLM4_PAT_STR = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
