@@ -1,21 +1,25 @@
 """The ``glmdata`` command. Data goes to stdout, people read stderr.
 
-Exit codes: 0 ok, 1 the data has problems, 2 usage or I/O error. A user error is one line saying
-what and how to fix; ``--debug`` shows the traceback.
+Exit codes: 0 ok, 1 the data has problems, 2 usage or I/O error, 128 + N when stopped by signal N
+(130 Ctrl-C, 143 SIGTERM). A user error is one line saying what and how to fix; ``--debug`` shows
+the traceback. Text from the data or from file names is printed literally (never as rich markup).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from glmdata.repairs import REPAIRS
 
@@ -26,13 +30,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
+# soft_wrap: a message is one line however long, so that logs and grep see it whole
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 DEBUG = {"on": False}
 SHOW_FINDINGS = 10
 
 
 class UserError(Exception):
     """A usage or I/O problem: printed as one line, exit 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every ``with`` block unwinds: the atomic
+    writers remove their temporary files and no partial output is left."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class CallStyle(str, Enum):
@@ -88,7 +102,7 @@ def _where(source: str, result) -> str:
 def _print_findings(source: str, findings: list, total: int) -> None:
     for result in findings:
         for issue in result.errors or result.issues:
-            err.print(f"[red]{_where(source, result)}[/] {issue.path}: {issue.message} [dim]({issue.code}; fix: {issue.hint})[/]")
+            err.print(f"[red]{escape(_where(source, result))}[/] {escape(f'{issue.path}: {issue.message}')} [dim]({issue.code}; fix: {escape(issue.hint)})[/]")
     if total > len(findings):
         err.print(f"[dim]... and {total - len(findings)} more rejected rows (see the rejects file or --report)[/]")
 
@@ -104,7 +118,7 @@ def _finish(report, report_path: Path | None, as_json: bool, quiet: bool) -> int
     if not quiet:
         report.print(err)
     if report.rows_in == 0:
-        err.print(f"[red]{report.source}: no rows found[/] (the file is empty or holds only whitespace)")
+        err.print(f"[red]{escape(str(report.source))}: no rows found[/] (the file is empty, blank, or an empty JSON array)")
         return 1
     return 1 if report.rejected else 0
 
@@ -117,19 +131,61 @@ def _run(body) -> None:
     try:
         code = body()
     except (UserError, InputError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         if DEBUG["on"]:
             err.print_exception()
         raise typer.Exit(2) from None
+    except BrokenPipeError:
+        # whoever read stdout went away (`glmdata render --all | head`): stop quietly, like cat
+        _silence_stdout()
+        raise typer.Exit(128 + 13) from None
     except OSError as exc:
-        err.print(f"[red]error:[/] {exc.filename or ''}: {exc.strerror or exc}")
+        where = f"{exc.filename}: " if exc.filename else ""
+        fix = "; free some space or write elsewhere" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        err.print(f"[red]error:[/] {escape(where + (exc.strerror or str(exc)))}{fix} (no output file was written)")
         if DEBUG["on"]:
             err.print_exception()
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err.print("[red]interrupted[/]: no output was written")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        err.print(f"[red]interrupted[/] ({signal.Signals(signum).name}): no output file was written")
+        raise typer.Exit(128 + signum) from None
     raise typer.Exit(code or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush raises no second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (tests' runner)
+        pass
+
+
+_MAIN_PID = {"pid": None}
+
+
+def _on_signal(signum: int, frame) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one stops the process at once
+    if os.getpid() != _MAIN_PID["pid"]:  # a forked worker (--workers) inherited the handler: just stop
+        os.kill(os.getpid(), signum)
+        return
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM (kill, timeouts, job schedulers) and SIGHUP (closed terminal) unwind like Ctrl-C.
+    Signals that are ignored (nohup) stay ignored."""
+    _MAIN_PID["pid"] = os.getpid()
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        try:
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                signal.signal(signum, _on_signal)
+        except (ValueError, OSError):  # not the main thread
+            pass
 
 
 # ---------------------------------------------------------------------------------- convert
@@ -143,7 +199,7 @@ def convert(
     no_repair: NoRepairOpt = [],  # noqa: B006 - typer reads the default
     strict: StrictOpt = False,
     dedupe: DedupeOpt = False,
-    rejects: Annotated[Optional[str], typer.Option("--rejects", help="Where rejected rows go, verbatim with index and reasons. Default: OUTPUT with .rejects.jsonl.")] = None,
+    rejects: Annotated[Optional[str], typer.Option("--rejects", help="Where rejected rows go, verbatim with index and reasons (always written when given). Default: OUTPUT with .rejects.jsonl, written only when rows are rejected (a stale one is removed); with -o - none unless given.")] = None,
     report: ReportOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -153,58 +209,176 @@ def convert(
     _run(lambda: _convert(input, output, _options(from_format, call_style, no_repair, strict, dedupe), rejects, report, as_json, quiet, workers))
 
 
-def _rejects_path(output: str) -> str:
+def _rejects_path(output: str) -> str | None:
+    """The default rejects file: beside the output; none when the output is stdout."""
     if output == "-":
-        return "rejects.jsonl"
+        return None
     base = output[:-6] if output.endswith(".jsonl") else output
     return f"{base}.rejects.jsonl"
 
 
-def _check_paths(input: str, output: str, rejects: str) -> None:
-    if output != "-" and input != "-":
-        src, dst = Path(input), Path(output)
-        if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-            raise UserError(f"output {output} is the input file; write to another path (the input is never modified)")
-    for path in {output, rejects} - {"-"}:
-        parent = Path(path).parent
-        if not parent.is_dir():
+def _same_file(a: str, b: str) -> bool:
+    pa, pb = Path(a), Path(b)
+    try:
+        if pa.exists() and pb.exists():
+            return pa.samefile(pb)  # also through symlinks and hard links
+        return pa.resolve() == pb.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _check_paths(input: str, *outputs: str | os.PathLike | None) -> None:
+    """Refuse, before anything is read or written, an output that is the input or another output,
+    and an output that cannot be written. ``None`` and ``-`` (stdout) are skipped."""
+    paths = [str(p) for p in outputs if p is not None and str(p) != "-"]
+    for i, path in enumerate(paths):
+        if input != "-" and _same_file(path, input):
+            raise UserError(f"output {path} is the input file; write to another path (the input is never modified)")
+        if any(_same_file(path, other) for other in paths[:i]):
+            raise UserError(f"{path} is given for two outputs; give each its own path")
+        target = Path(path)
+        if target.is_dir():
+            raise UserError(f"{path} is a directory; give the output a file name")
+        parent = target.parent
+        if not parent.exists():
             raise UserError(f"{path}: directory {parent} does not exist")
+        if not parent.is_dir():
+            raise UserError(f"{path}: {parent} is not a directory")
         if not os.access(parent, os.W_OK):
             raise UserError(f"{path}: directory {parent} is not writable")
 
 
+class _Named:
+    """A binary writer whose errors name its file (``write`` failing with ENOSPC names none)."""
+
+    __slots__ = ("stream", "name")
+
+    def __init__(self, stream, name: str):
+        self.stream, self.name = stream, name
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.stream.write(data)
+        except OSError as exc:
+            raise _named(exc, self.name) from None
+
+
+def _named(exc: OSError, name: str) -> OSError:
+    return exc if exc.filename else OSError(exc.errno, exc.strerror or str(exc), name)
+
+
+@contextmanager
+def _output(path: str):
+    """``atomic_writer`` whose I/O errors (write, flush, fsync) name the file."""
+    from glmdata.io import atomic_writer
+
+    failed_inside = False
+    try:
+        with atomic_writer(path) as out:
+            try:
+                yield out if path == "-" else _Named(out, path)
+            except BaseException:
+                failed_inside = True
+                raise
+    except OSError as exc:
+        if failed_inside or path == "-":
+            raise
+        raise _named(exc, path) from None
+
+
+class _Discard(Exception):
+    """Raised inside the writers' block to drop what they wrote."""
+
+
+def _is_json_error(result) -> bool:
+    return result.rejected and any(issue.code == "invalid-json" for issue in result.issues)
+
+
+def _object_cut_short(raw: bytes) -> bool:
+    """Whether ``raw`` is the beginning of a JSON object that its line cut short, as the first line
+    of a pretty-printed object is (``{`` or ``{"rows": [``)."""
+    text = raw.decode("utf-8", "replace").strip()
+    if not text.startswith("{"):
+        return False
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.pos >= len(text)
+    except RecursionError:
+        return False
+    return False
+
+
+def _layout_checked(results, source: str):
+    """Pass results through, but stop with a usage error when the file is one JSON value written
+    over several lines: neither JSONL nor a JSON array, so every line would be a rejected row."""
+    first = None
+    for result in results:
+        if result.index == 0:
+            first = result
+        elif result.index == 1 and first is not None and _is_json_error(first) and _is_json_error(result) and _object_cut_short(first.raw):
+            raise UserError(
+                f"{source} holds a JSON object written over several lines, which is neither JSONL nor a JSON array; "
+                f"wrap it in [ ] (a JSON array of rows), or write one object per line (jq -c . {source} > rows.jsonl)"
+            )
+        yield result
+
+
 def _convert(input: str, output: str, options, rejects: str | None, report_path: Path | None, as_json: bool, quiet: bool, workers: int = 1) -> int:
+    """Rejects go to ``rejects`` when given (always written, empty when nothing is rejected);
+    by default beside the output, written only when a row is rejected, a stale one from an earlier
+    run removed; with ``-o -`` and no ``--rejects``, to no file (stderr says so). An input with no
+    rows writes nothing."""
     from glmdata.convert import convert_file
-    from glmdata.io import atomic_writer, dump_row
+    from glmdata.io import dump_row
     from glmdata.report import Report
 
-    rejects = rejects or _rejects_path(output)
-    _check_paths(input, output, rejects)
+    named_rejects = rejects is not None
+    rejects = rejects if named_rejects else _rejects_path(output)
+    _check_paths(input, output, rejects, report_path)
     if as_json and output == "-":
         raise UserError("--json prints the report on stdout, which -o - already uses for data; use --report FILE")
     report = Report(input)
     findings = []
-    with ExitStack() as stack:
-        out = stack.enter_context(atomic_writer(output))
-        bad = stack.enter_context(atomic_writer(rejects))
-        progress = stack.enter_context(_progress(err.is_terminal and not quiet))
-        task = progress.add_task("converting", total=None)
-        for result in convert_file(input, options, workers=workers, decode=False):
-            report.add(result)
-            if result.ok:
-                out.write(result.encoded + b"\n")
-            elif result.rejected:
-                bad.write(dump_row(result.reject_record(input)))
-                if len(findings) < SHOW_FINDINGS:
-                    findings.append(result)
-            progress.advance(task)
+    try:
+        with ExitStack() as stack:
+            out = stack.enter_context(_output(output))
+            bad = stack.enter_context(_output(rejects)) if named_rejects and rejects != "-" else None
+            progress = stack.enter_context(_progress(err.is_terminal and not quiet))
+            task = progress.add_task("converting", total=None)
+            for result in _layout_checked(convert_file(input, options, workers=workers, decode=False), input):
+                report.add(result)
+                if result.ok:
+                    out.write(result.encoded + b"\n")
+                elif result.rejected:
+                    if rejects is not None:
+                        if bad is None:  # opened at the first rejected row
+                            bad = stack.enter_context(_output(rejects))
+                        bad.write(dump_row(result.reject_record(input)))
+                    if len(findings) < SHOW_FINDINGS:
+                        findings.append(result)
+                progress.advance(task)
+            if report.rows_in == 0:
+                raise _Discard  # nothing to write: leave no empty file, and an old one as it was
+    except _Discard:
+        pass
     assert report.balanced
+    stale = None
+    if not named_rejects and rejects is not None and not report.rejected and report.rows_in and os.path.isfile(rejects):
+        os.unlink(rejects)  # from an earlier run: it does not belong with this output
+        stale = rejects
     if not quiet:
         _print_findings(input, findings, report.rejected)
     code = _finish(report, report_path, as_json, quiet)
-    if not quiet:
+    if not quiet and report.rows_in:
         where = "stdout" if output == "-" else output
-        err.print(f"wrote {report.rows_out:,} rows to {where}" + (f", {report.rejected:,} rejected rows to {rejects}" if report.rejected else ""))
+        if report.rejected and rejects is None:
+            kept = f"; {report.rejected:,} rejected rows were not saved (the data went to stdout): pass --rejects FILE to keep them"
+        elif report.rejected or named_rejects:
+            kept = f", {report.rejected:,} rejected rows to {rejects}"
+        else:
+            kept = f" (no rejected rows; removed the stale {stale})" if stale else ""
+        err.print(escape(f"wrote {report.rows_out:,} rows to {where}{kept}"))
     return code
 
 
@@ -235,7 +409,7 @@ def _validate(input: str, options, report_path: Path | None, as_json: bool, quie
     findings = []
     with _progress(err.is_terminal and not quiet) as progress:
         task = progress.add_task("validating", total=None)
-        for result in convert_file(input, options, workers=workers, decode=False):
+        for result in _layout_checked(convert_file(input, options, workers=workers, decode=False), input):
             report.add(result)
             if result.rejected and len(findings) < SHOW_FINDINGS:
                 findings.append(result)
@@ -263,23 +437,24 @@ def _schema(output: Path, check: bool) -> int:
     if check:
         stale = stale_files(output)
         for name in stale:
-            err.print(f"[red]stale:[/] {output / name} (run `glmdata schema`)")
+            err.print(f"[red]stale:[/] {escape(str(output / name))} (run `glmdata schema`)")
         return 1 if stale else 0
     output.mkdir(parents=True, exist_ok=True)
     for name, text in schema_texts().items():
         with atomic_writer(output / name) as out:
             out.write(text.encode())
-        err.print(f"wrote {output / name}")
+        err.print(escape(f"wrote {output / name}"))
     return 0
 
 
 def main() -> None:
     """Console-script entry point."""
+    _install_signal_handlers()
     try:
         app()
-    except KeyboardInterrupt:  # pragma: no cover - raised outside a command body
+    except KeyboardInterrupt as exc:  # pragma: no cover - raised outside a command body
         err.print("[red]interrupted[/]")
-        sys.exit(130)
+        sys.exit(128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT))
 
 
 # The other commands live in their own modules and register themselves on `app`.

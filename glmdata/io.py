@@ -78,7 +78,7 @@ def read_records(path: str | os.PathLike, *, from_format: str | None = None, par
         if head.startswith(b"PAR1"):
             yield from _parquet(stream, path)
             return
-        first = _first_byte(stream)
+        first, stream = _first_byte(stream)
         if first == b"[":
             yield from _json_array(stream)
         else:
@@ -126,12 +126,52 @@ class _Gunzip(io.RawIOBase):
         return len(data)
 
 
-def _first_byte(stream: io.BufferedReader) -> bytes:
+def _first_byte(stream: io.BufferedReader) -> tuple[bytes, io.BufferedReader]:
+    """The first byte that is not a BOM or whitespace, and the stream to read from, unchanged.
+
+    ``peek`` shows at most one buffer: when it is all whitespace, read on until the first other
+    byte (or the end) and put what was read back in front of the stream, so that a JSON array
+    after any amount of leading whitespace is still read as an array, with its line numbers."""
     try:
         data = stream.peek(64)
     except (EOFError, gzip.BadGzipFile, OSError):
-        return b""
-    return data.lstrip(_BOM).lstrip(_WS)[:1]
+        return b"", stream
+    first = data.lstrip(_BOM).lstrip(_WS)[:1]
+    if first or not data:
+        return first, stream
+    seen = []
+    try:
+        while True:
+            chunk = stream.read1(CHUNK)
+            if not chunk:
+                break
+            seen.append(chunk)
+            first = (chunk.lstrip(_BOM) if len(seen) == 1 else chunk).lstrip(_WS)[:1]
+            if first:
+                break
+    except (EOFError, gzip.BadGzipFile, OSError):
+        pass  # the reader meets the same error again right after what was read
+    return first, io.BufferedReader(_Prefixed(b"".join(seen), stream), CHUNK)
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix`` then the rest of ``stream``."""
+
+    def __init__(self, prefix: bytes, stream: io.BufferedReader):
+        self.prefix, self.stream = memoryview(prefix), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self.prefix:
+            n = min(len(buffer), len(self.prefix))
+            buffer[:n] = self.prefix[:n]
+            self.prefix = self.prefix[n:]
+            return n
+        data = self.stream.read1(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def parse_row(raw: bytes) -> tuple[Any, Issue | None]:
@@ -206,20 +246,30 @@ class _ArrayScanner:
         self.stream = stream
         self.buf = b""
         self.eof = False
+        self.failed = False  # the stream raised (a gzip cut short): what came before is still read
         self.line = 1  # line number at buf[line_pos]
         self.line_pos = 0
 
     def fill(self) -> bool:
+        # read1 in a loop, not read(n): read(n) of a gzip cut short raises and drops everything it
+        # had decompressed, so the rows before the cut would be lost with it.
         if self.eof:
             return False
+        want, parts, got = max(CHUNK, len(self.buf)), [], 0
         try:
-            chunk = self.stream.read(max(CHUNK, len(self.buf)))
+            while got < want:
+                part = self.stream.read1(want - got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
         except (EOFError, gzip.BadGzipFile, OSError):
-            chunk = b""
-        if not chunk:
+            self.failed = True
+        if not parts:
             self.eof = True
             return False
-        self.buf += chunk
+        self.eof = self.failed
+        self.buf += b"".join(parts)
         return True
 
     def line_at(self, pos: int) -> int:
@@ -341,6 +391,7 @@ def _json_array(stream: io.BufferedReader) -> Iterator[Record]:
             yield Record(index, scan.line_at(pos), b"", None, Issue("truncated-input", "file", "the JSON array is not closed: the file is cut short"))
             return
         if scan.buf[pos] == 0x5D and index == 0:  # empty array
+            yield from _after_array(scan, pos + 1, index)
             return
         start = pos
         line = scan.line_at(start)
@@ -363,6 +414,7 @@ def _json_array(stream: io.BufferedReader) -> Iterator[Record]:
             return
         sep = scan.buf[pos]
         if sep == 0x5D:  # ]
+            yield from _after_array(scan, pos + 1, index)
             return
         if sep != 0x2C:  # ,
             line = scan.line_at(pos)
@@ -371,17 +423,39 @@ def _json_array(stream: io.BufferedReader) -> Iterator[Record]:
         pos = scan.compact(pos + 1)
 
 
+def _after_array(scan: _ArrayScanner, pos: int, index: int) -> Iterator[Record]:
+    """Only whitespace may follow the closing bracket. Anything else (JSONL whose first line is an
+    array, two arrays in a row) is reported, not silently dropped."""
+    pos = scan.skip_ws(pos)
+    if pos < len(scan.buf):
+        line = scan.line_at(pos)
+        yield Record(index, line, scan.buf[pos:pos + 80], None, Issue(
+            "invalid-json", "file",
+            f"the file goes on after the JSON array it starts with (line {line}); a file is one JSON array, or JSONL "
+            "(one object per line; is the first line an array?); reading stops here",
+        ))
+
+
 def _parquet(stream: io.BufferedReader, path: str | os.PathLike) -> Iterator[Record]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise InputError("reading Parquet needs pyarrow: pip install 'glmdata[parquet]'") from None
+    import pyarrow as pa
+
     source = stream if str(path) != "-" else io.BytesIO(stream.read())
+    try:
+        parquet = pq.ParquetFile(source)
+    except (pa.ArrowException, OSError, ValueError) as exc:  # starts with PAR1, but no footer
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
     index = 0
-    for batch in pq.ParquetFile(source).iter_batches(batch_size=1024):
-        for value in batch.to_pylist():
-            yield Record(index, None, orjson.dumps(value, default=str), value, None, from_text=False)
-            index += 1
+    try:
+        for batch in parquet.iter_batches(batch_size=1024):
+            for value in batch.to_pylist():
+                yield Record(index, None, orjson.dumps(value, default=str), value, None, from_text=False)
+                index += 1
+    except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged row group
+        yield Record(index, None, b"", None, Issue("truncated-input", "file", f"the Parquet file is damaged after row {index - 1}: {exc}"))
 
 
 # ---------------------------------------------------------------------------------------- writing

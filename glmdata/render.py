@@ -326,8 +326,32 @@ def _environment() -> Any:
                     f"Chat templates cannot store underscore-prefixed attributes on a namespace, but got {name!r}."
                 )
 
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[AssistantTracker, loopcontrols]
+    class Sandbox(ImmutableSandboxedEnvironment):
+        # transformers' sandbox, stricter only for templates that attack it, so that they fail
+        # loudly instead of rendering an empty string where the sandbox refused:
+        # - an unsafe attribute (``''.__class__``, ``self._TemplateReference__context``,
+        #   ``lipsum.__globals__``, ``'{0.__class__}'.format(x)``) raises SecurityError;
+        # - include/import/extends read no file (``{% include '/etc/passwd' %}``);
+        # - ``*`` and ``**`` refuse results that would exhaust memory or time.
+        intercepted_binops = frozenset({"*", "**"})
+
+        def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+            raise jinja2.exceptions.SecurityError(
+                f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+            )
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            _check_binop(operator, left, right)
+            return super().call_binop(context, operator, left, right)
+
+    class NoFiles(jinja2.BaseLoader):
+        def get_source(self, environment: Any, template: str) -> Any:
+            raise jinja2.exceptions.TemplateNotFound(
+                template, f"chat templates cannot read other files (refused: {template!r})"
+            )
+
+    env = Sandbox(
+        trim_blocks=True, lstrip_blocks=True, extensions=[AssistantTracker, loopcontrols], loader=NoFiles()
     )
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
@@ -335,6 +359,22 @@ def _environment() -> Any:
     env.globals["dict"] = TemplateDict()
     env.globals["namespace"] = TemplateNamespace
     return env
+
+
+#: Largest string or list a template may build with ``*`` (characters or items).
+MAX_TEMPLATE_SEQUENCE = 10_000_000
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    from jinja2.exceptions import SecurityError
+
+    if operator == "*":
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_TEMPLATE_SEQUENCE:
+                raise SecurityError(f"the template builds a sequence of {len(seq) * n:,} items with '*' (limit {MAX_TEMPLATE_SEQUENCE:,})")
+    elif isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+        if (abs(left).bit_length() - 1) * right > 1_000_000:
+            raise SecurityError("the template computes a number of more than a million bits with '**'")
 
 
 @lru_cache(maxsize=64)
@@ -345,6 +385,8 @@ def _compile(text: str) -> Any:
         return _environment().from_string(text)
     except jinja2.exceptions.TemplateSyntaxError as e:
         raise TemplateError(f"chat template does not compile: line {e.lineno}: {e.message}") from e
+    except Exception as e:  # noqa: BLE001 - e.g. RecursionError on absurdly nested text
+        raise TemplateError(f"chat template does not compile: {type(e).__name__}: {e}") from e
 
 
 def _jinja_render(template: Template, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool) -> str:
@@ -360,6 +402,8 @@ def _jinja_render(template: Template, messages: Sequence[Mapping[str, Any]], add
         raise TemplateError(f"{template.origin}: {e}") from e
     except jinja2.exceptions.TemplateError as e:
         raise TemplateError(f"{template.origin}: rendering failed: {e}") from e
+    except Exception as e:  # noqa: BLE001 - the template's own code failed: 1/0, '{0:%s}'.format(1), ...
+        raise TemplateError(f"{template.origin}: rendering failed: {type(e).__name__}: {e}") from e
 
 
 # --- the fast glm-4-9b-chat renderer ---------------------------------------------------------
@@ -660,6 +704,9 @@ def render_spans(
         raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}; got {train_on!r}")
     template = _resolve(template)
     prefix, pieces = _pieces(messages, template)
+    if messages and not prefix and not any(pieces):
+        # e.g. a template of undefined names only ({{ config }}): nothing to locate, nothing to train
+        raise TemplateError(f"{template.origin}: renders nothing for these {len(messages)} messages: is it a chat template?")
     text = prefix + "".join(pieces) + END_OF_CHAT
     if train_on == "all":
         return Rendered(text, [(0, len(text))])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from glmdata.cli import CallStyle, FromOpt, StyleOpt, UserError, _options, _run, app, err
 
@@ -43,7 +44,7 @@ def _select(path: str, options, row: int | None, rows: str | None, all_rows: boo
                 return iter([result]), f"row {index}"
         count = _last_index + 1 if (_last_index := _count(path, options)) >= 0 else 0
         raise UserError(f"row {index} is out of range: {path} has {count} rows (0..{count - 1})" if count else f"{path} has no rows")
-    tail: deque = deque(results, maxlen=-index)
+    tail: deque = deque(results, maxlen=min(-index, sys.maxsize))  # --row -10**30: out of range, not OverflowError
     if len(tail) < -index:
         raise UserError(f"row {index} is out of range: {path} has {len(tail)} rows")
     return iter([tail[0]]), f"row {tail[0].index}"
@@ -64,7 +65,7 @@ def _show_conversion(result) -> None:
         err.print(f"[dim]row {result.index}: converted from {result.format}; repairs: {', '.join(names)}[/]")
     for issue in result.issues:
         colour = "red" if issue.severity == "error" else "yellow"
-        err.print(f"[{colour}]row {result.index} {issue.path}: {issue.message}[/] [dim]({issue.code})[/]")
+        err.print(f"[{colour}]row {result.index} {escape(f'{issue.path}: {issue.message}')}[/] [dim]({issue.code})[/]")
 
 
 def _styled(text: str, spans: list[tuple[int, int]], colour: bool):
@@ -109,10 +110,19 @@ def render(
 
 
 def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_on, tokens, tokenizer, max_length, check_template, options) -> int:
-    from glmdata.render import TRAIN_ON, NothingToTrain, TemplateError, load_template, render, render_spans
+    from glmdata.render import (
+        TRAIN_ON,
+        NothingToTrain,
+        TemplateError,
+        load_template,
+        render,
+        render_spans,
+    )
 
     if train_on not in TRAIN_ON:
         raise UserError(f"--train-on must be one of {', '.join(TRAIN_ON)}, not {train_on!r}")
+    if max_length is not None and max_length <= 0:
+        raise UserError("--max-length must be a positive number of tokens")
     if tokens and not tokenizer:
         raise UserError("--tokens needs --tokenizer PATH (a local tokenizer directory, e.g. ../shared/tokenizer/glm-4-9b-chat)")
     if file == "messages.jsonl" and not Path(file).exists():
@@ -126,14 +136,16 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
     selected, _ = _select(file, options, row, rows, all_rows)
     many = rows is not None or all_rows
     status = 0
+    selected_any = False
     import orjson
 
     for result in selected:
+        selected_any = True
         if not many:
             _show_conversion(result)
         if result.row is None or result.rejected:
             if many:
-                err.print(f"[red]row {result.index} rejected:[/] " + "; ".join(f"{i.path}: {i.message}" for i in result.errors))
+                err.print(f"[red]row {result.index} rejected:[/] " + escape("; ".join(f"{i.path}: {i.message}" for i in result.errors)))
             status = 1
             if not many:
                 return 1
@@ -145,7 +157,7 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
             else:
                 text, spans = render_spans(messages, train_on=train_on, template=chat_template)
         except NothingToTrain as exc:
-            err.print(f"[red]row {result.index}: {exc}[/]")
+            err.print(f"[red]row {result.index}: {escape(str(exc))}[/]")
             status = 1
             continue
         except TemplateError as exc:
@@ -165,7 +177,10 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
             out.print(_styled(text, spans, colour), markup=False)
             if not generation_prompt:
                 legend = "trained text in green, special tokens in magenta" if colour else f"trained text between {TRAIN_OPEN} and {TRAIN_CLOSE}"
-                err.print(f"[dim]row {result.index}: {len(text):,} characters, {sum(e - s for s, e in spans):,} trained ({legend}; train-on {train_on})[/]")
+                err.print(f"[dim]row {result.index}: {len(text):,} characters, {sum(e - s for s, e in spans):,} trained ({escape(legend)}; train-on {escape(train_on)})[/]")
+    if rows is not None and not selected_any:
+        count = _count(file, options) + 1
+        raise UserError(f"--rows {rows} selects no rows: {file} has {count} rows" + (f" (0..{count - 1})" if count else ""))
     return status
 
 
@@ -191,7 +206,7 @@ def _token_table(messages, text, spans, tokenizer_path, max_length, train_on, ch
         piece = tok.decode([token_id])
         style = "green" if label != IGNORE_INDEX else None
         cut = max_length is not None and position >= max_length
-        table.add_row(str(position), repr(piece)[1:-1], str(token_id), str(label), style="dim strike" if cut else style)
+        table.add_row(str(position), escape(repr(piece)[1:-1]), str(token_id), str(label), style="dim strike" if cut else style)  # [gMASK] is text, not markup
     out = Console(highlight=False)
     out.print(table)
     report = truncation_report(messages, tok, max_length, train_on=train_on, template=chat_template)
@@ -224,12 +239,12 @@ def _check_template(file, options, row, rows, all_rows, ours, tokenizer_dir) -> 
             try:
                 b = render(messages, add_generation_prompt=prompt, template=theirs)
             except TemplateError as exc:
-                err.print(f"[red]row {result.index}: the tokenizer's template fails to render: {exc}[/]")
+                err.print(f"[red]row {result.index}: the tokenizer's template fails to render: {escape(str(exc))}[/]")
                 return 1
             if a != b:
                 _report_difference(result.index, a, b, tokenizer_dir, ours.origin, theirs.origin, prompt)
                 return 1
-    err.print(f"[green]identical[/]: {checked:,} rows ({what}) render the same with {ours.origin} and {theirs.origin}, with and without the generation prompt")
+    err.print("[green]identical[/]: " + escape(f"{checked:,} rows ({what}) render the same with {ours.origin} and {theirs.origin}, with and without the generation prompt"))
     return 0
 
 
@@ -237,8 +252,8 @@ def _report_difference(index: int, a: str, b: str, tokenizer_dir: str, ours: str
     at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     context = lambda s: repr(s[max(0, at - 30):at + 30])  # noqa: E731
     err.print(f"[red]row {index}: templates differ at character {at}[/]" + (" (with generation prompt)" if prompt else ""))
-    err.print(f"  ours   ({ours}): {context(a)}")
-    err.print(f"  theirs ({theirs}): {context(b)}")
+    err.print(escape(f"  ours   ({ours}): {context(a)}"))
+    err.print(escape(f"  theirs ({theirs}): {context(b)}"))
     try:
         tok = _load_tokenizer(tokenizer_dir)
     except UserError:
@@ -247,7 +262,7 @@ def _report_difference(index: int, a: str, b: str, tokenizer_dir: str, ours: str
     ids_b = tok(b, add_special_tokens=False)["input_ids"]
     k = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y), min(len(ids_a), len(ids_b)))
     show = lambda ids: f"{ids[k]} {tok.decode([ids[k]])!r}" if k < len(ids) else "end of text"  # noqa: E731
-    err.print(f"  first differing token: position {k}: ours {show(ids_a)}, theirs {show(ids_b)}")
+    err.print(escape(f"  first differing token: position {k}: ours {show(ids_a)}, theirs {show(ids_b)}"))
 
 
 @app.command("install-template")
@@ -271,5 +286,5 @@ def _install_template(tokenizer_dir: str, plain: bool, template: str | None) -> 
         target = install_template(tokenizer_dir, training=not plain, template=template)
     except TemplateError as exc:
         raise UserError(str(exc)) from None
-    err.print(f"wrote {target}")
+    err.print(escape(f"wrote {target}"))
     return 0

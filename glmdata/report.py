@@ -84,9 +84,10 @@ class Report:
 
     def print(self, console: Any) -> None:
         """Print the summary tables on a rich console (stderr)."""
+        from rich.markup import escape
         from rich.table import Table
 
-        title = f"{self.source}: " if self.source else ""
+        title = escape(f"{self.source}: ") if self.source else ""
         console.print(
             f"[bold]{title}{self.rows_in} rows in[/] = [green]{self.rows_out} out[/] + "
             f"[red]{self.rejected} rejected[/] + [yellow]{self.deduplicated} deduplicated[/]"

@@ -250,12 +250,13 @@ def histogram(values: array, bins: int = 20, limit: int | None = None) -> list[t
 
 def print_stats(stats: Stats, console: Any) -> None:
     """Tables and a histogram on a rich console."""
+    from rich.markup import escape
     from rich.table import Table
 
     d = stats.to_dict()
     unit = stats.unit
     note = "" if unit == "tokens" else "  [yellow](no --tokenizer: lengths are characters, not tokens)[/]"
-    console.print(f"[bold]{d['source']}[/]: {d['rows']:,} rows ({d['rejected']:,} rejected, {d['duplicates']:,} duplicates){note}")
+    console.print(f"[bold]{escape(str(d['source']))}[/]: {d['rows']:,} rows ({d['rejected']:,} rejected, {d['duplicates']:,} duplicates){note}")
     t = Table("", "min", "p50", "p90", "p99", "max", "mean", title=f"lengths ({unit}, train-on {stats.train_on})", title_justify="left")
     for label, key in (("rendered row", "length"), ("trained part", "trained_length"), ("messages per row", "messages_per_row"), ("user turns per row", "user_turns_per_row")):
         s = d[key]
@@ -268,7 +269,7 @@ def print_stats(stats: Stats, console: Any) -> None:
         t = Table("tool", "rows declaring", "calls", title="tools (top 15)", title_justify="left")
         names = list(dict.fromkeys([*d["tools_called"], *d["tools_declared"]]))[:15]
         for name in names:
-            t.add_row(name, f"{d['tools_declared'].get(name, 0):,}", f"{d['tools_called'].get(name, 0):,}")
+            t.add_row(escape(name), f"{d['tools_declared'].get(name, 0):,}", f"{d['tools_called'].get(name, 0):,}")  # data, not markup
         console.print(t)
     audit = d["loss_audit"]
     t = Table("trained by", f"{unit}", "share", title="loss-mask audit", title_justify="left")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from glmdata.cli import CallStyle, FromOpt, JsonOpt, StyleOpt, UserError, _check_paths, _options, _run, app, err
 
@@ -45,7 +46,10 @@ def _stats(file, tokenizer_path, max_length, train_on, plot_path, template, opti
         chat_template = load_template(template)
     except TemplateError as exc:
         raise UserError(str(exc)) from None
-    result = compute(file, tokenizer=tokenizer, max_length=max_length, train_on=train_on, options=options, template=chat_template)
+    try:
+        result = compute(file, tokenizer=tokenizer, max_length=max_length, train_on=train_on, options=options, template=chat_template)
+    except TemplateError as exc:  # a --template that fails on the rows (or attacks the sandbox)
+        raise UserError(str(exc)) from None
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n")
     else:
@@ -55,9 +59,9 @@ def _stats(file, tokenizer_path, max_length, train_on, plot_path, template, opti
             plot(result, str(plot_path))
         except ImportError as exc:
             raise UserError(str(exc)) from None
-        err.print(f"wrote {plot_path}")
+        err.print(escape(f"wrote {plot_path}"))
     if result.report.rows_in == 0:
-        err.print(f"[red]{file}: no rows found[/]")
+        err.print(f"[red]{escape(file)}: no rows found[/]")
         return 1
     return 1 if result.report.rejected else 0
 
@@ -93,10 +97,10 @@ def _split(file, fraction, seed, train_out, eval_out, options, as_json) -> int:
     summary = {"source": file, "train": result.train, "eval": result.eval, "train_path": train_out, "eval_path": eval_out, "seed": seed, "strata": {k: {"train": t, "eval": e} for k, (t, e) in result.per_stratum.items()}, "rejected": result.report.rejected}
     if as_json:
         sys.stdout.write(json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
-    err.print(f"wrote {result.train:,} rows to {train_out} and {result.eval:,} rows to {eval_out} (seed {seed})")
+    err.print(escape(f"wrote {result.train:,} rows to {train_out} and {result.eval:,} rows to {eval_out} (seed {seed})"))
     for name, (t, e) in result.per_stratum.items():
         err.print(f"  {name}: {t:,} train, {e:,} eval")
     if result.report.rejected:
-        err.print(f"[red]{result.report.rejected:,} rows were rejected and are in neither part[/] (see `glmdata validate {file}`)")
+        err.print(f"[red]{result.report.rejected:,} rows were rejected and are in neither part[/] (see `glmdata validate {escape(file)}`)")
         return 1
     return 0

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="glmtrain",
@@ -51,9 +52,10 @@ def _guard(fn: Callable[[], Any]) -> Any:
     except GlmtrainError as e:
         if DEBUG["on"]:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False)
+        # messages carry paths and data ("x[/].jsonl", "[gMASK]"): text, never markup
+        err.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, highlight=False)
         if e.hint:
-            err.print(f"[dim]fix:[/] {e.hint}")
+            err.print(f"[dim]fix:[/] {escape(e.hint)}")
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
@@ -185,10 +187,11 @@ def run(
             err.print(
                 f"[green]done:[/] {result['global_step']} steps, train loss {result['train_loss']:.4f}"
                 + (f", eval loss {result['eval_loss']:.4f}" if result.get("eval_loss") is not None else "")
-                + f"; adapter and tokenizer in {result['output_dir']}"
+                + escape(f"; adapter and tokenizer in {result['output_dir']}")
             )
             if result.get("swanlab") and result["swanlab"]["mode"] == "offline":
-                err.print(f"[dim]SwanLab (offline) logs in {result['swanlab']['log_dir']}; upload with `swanlab sync DIR` after `swanlab login`[/]")
+                log_dir = escape(str(result["swanlab"]["log_dir"]))
+                err.print(f"[dim]SwanLab (offline) logs in {log_dir}; upload with `swanlab sync DIR` after `swanlab login`[/]")
 
     _guard(body)
 
@@ -244,7 +247,7 @@ def merge(
         from glmtrain.merge import merge as merge_adapter
 
         path = merge_adapter(output_dir, target, base_model=base_model, dtype=dtype)
-        err.print(f"[green]merged model written to[/] {path}")
+        err.print(f"[green]merged model written to[/] {escape(str(path))}")
         sys.stdout.write(f"{path}\n")
 
     _guard(body)

@@ -8,6 +8,7 @@ split). Only pyyaml is imported here, lazily, so ``glmtrain --help`` stays insta
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
                 return None
             if low.isdigit():
                 return int(low)
+            if low.startswith("-") and low[1:].isdigit():
+                raise GlmtrainError(f"{where}: max_length must be a positive number, 'auto' or 'none', got {value!r}")
             raise GlmtrainError(f"{where}: max_length must be a number, 'auto' or 'none', got {value!r}")
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise GlmtrainError(f"{where}: max_length must be a positive number, 'auto' or 'none', got {value!r}")
@@ -193,6 +196,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             out = float(value)
         except (TypeError, ValueError):
             raise GlmtrainError(f"{where}: {name} must be a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise GlmtrainError(f"{where}: {name} must be a finite number, got {value!r}")
         if out < 0:
             raise GlmtrainError(f"{where}: {name} must not be negative, got {value!r}")
         return int(out) if out >= 1 and out.is_integer() else out
@@ -205,9 +210,12 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             raise GlmtrainError(f"{where}: {name} must be a whole number, got {value!r}") from None
     if isinstance(default, float):
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            out = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise GlmtrainError(f"{where}: {name} must be a number, got {value!r}") from None
+        if not math.isfinite(out):  # nan compares false to every bound: it would train on garbage
+            raise GlmtrainError(f"{where}: {name} must be a finite number, got {value!r}")
+        return out
     return str(value)
 
 
@@ -220,6 +228,15 @@ def _check_choices(cfg: TrainConfig) -> None:
     for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "lora_r"):
         if getattr(cfg, name) < 1:
             raise GlmtrainError(f"{name} must be at least 1")
+    if not 0 <= cfg.seed < 2**32:  # numpy and torch refuse other seeds, after the weights are loaded
+        raise GlmtrainError(f"seed must be between 0 and {2**32 - 1}, got {cfg.seed}")
+    if cfg.max_steps < -1 or cfg.max_steps == 0:
+        raise GlmtrainError(f"max_steps must be a positive number of steps, or -1 to train for num_epochs; got {cfg.max_steps}")
+    for name in ("learning_rate", "num_epochs"):
+        if getattr(cfg, name) <= 0:
+            raise GlmtrainError(f"{name} must be positive, got {getattr(cfg, name)}")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise GlmtrainError(f"lora_dropout must be in [0, 1), got {cfg.lora_dropout}")
 
 
 def merge(*layers: tuple[str, dict[str, Any]]) -> TrainConfig:

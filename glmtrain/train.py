@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from glmtrain.config import ACCELERATE_DIR, DataProblem, GlmtrainError, TrainConfig, dump
 
 # Output files, besides what TRL/PEFT write (adapter, tokenizer, checkpoints, model card).
@@ -77,7 +79,7 @@ def read_rows(path: str, *, skip_invalid: bool, console) -> Rows:
         )
     if report.rejected:
         console.print(
-            f"[yellow]--skip-invalid: left out {report.rejected} of {report.rows_in} rows of {path} "
+            f"[yellow]--skip-invalid: left out {report.rejected} of {report.rows_in} rows of {escape(str(path))} "
             f"that glmdata rejects[/] (see {REPORT_FILE} in the output directory, or run `glmdata convert`)"
         )
     if not rows.rows:
@@ -374,7 +376,7 @@ def prepare(cfg: TrainConfig, console) -> Prepared:
         )
     if check.status != "same":
         console.print(
-            f"[yellow]template:[/] {check.describe()}; "
+            f"[yellow]template:[/] {escape(check.describe())}; "
             + ("the saved tokenizer will carry the training template" if cfg.save_template else "keeping the model's template (--keep-model-template)")
         )
 
@@ -613,18 +615,47 @@ def _quantization_config(dtype: str):
     )
 
 
-def resolve_resume(cfg: TrainConfig) -> str | None:
+# The Trainer writes a checkpoint's trainer_state.json last: a checkpoint without it was cut
+# short (the run was killed while saving) and cannot be resumed from.
+CHECKPOINT_COMPLETE = "trainer_state.json"
+
+
+def latest_checkpoint(output_dir: str | Path) -> tuple[str | None, list[str]]:
+    """The newest complete ``checkpoint-N`` in ``output_dir``, and the newer ones skipped as
+    incomplete. transformers' ``get_last_checkpoint`` picks the newest directory even when a kill
+    left it half written, and resuming from it then fails or loads a partial state."""
+    import re
+
+    found = []
+    directory = Path(output_dir)
+    if directory.is_dir():
+        for path in directory.iterdir():
+            match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+            if match and path.is_dir():
+                found.append((int(match.group(1)), path))
+    skipped = []
+    for _, path in sorted(found, reverse=True):
+        if (path / CHECKPOINT_COMPLETE).is_file():
+            return str(path), skipped
+        skipped.append(str(path))
+    return None, skipped
+
+
+def resolve_resume(cfg: TrainConfig, console=None) -> str | None:
     if not cfg.resume:
         return None
     if cfg.resume == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+        last, incomplete = latest_checkpoint(cfg.output_dir)
         if last is None:
-            raise GlmtrainError(f"--resume latest: no checkpoint-* directory in {cfg.output_dir}", "train without --resume, or point --output-dir at the earlier run")
+            what = f"only incomplete ones ({', '.join(incomplete)})" if incomplete else "no checkpoint-* directory"
+            raise GlmtrainError(f"--resume latest: {what} in {cfg.output_dir}", "train without --resume, or point --output-dir at the earlier run")
+        if incomplete and console is not None:
+            console.print(f"[yellow]--resume latest:[/] {escape(', '.join(incomplete))} incomplete (the run stopped while saving); resuming from {escape(last)}")
         return last
     if not Path(cfg.resume).is_dir():
         raise GlmtrainError(f"--resume {cfg.resume}: no such checkpoint directory")
+    if not (Path(cfg.resume) / CHECKPOINT_COMPLETE).is_file():
+        raise GlmtrainError(f"--resume {cfg.resume}: the checkpoint is incomplete (no {CHECKPOINT_COMPLETE}; the run stopped while saving it)", "resume from an earlier checkpoint, or use --resume latest")
     return cfg.resume
 
 
@@ -663,12 +694,18 @@ def save_tokenizer_template(prep: Prepared, directory: Path) -> None:
 
 def train(prep: Prepared, console) -> dict[str, Any]:
     """Load the weights, train, and save adapter, tokenizer, config, data report and predictions."""
-    from glmtrain.callbacks import PredictionCallback, finish_swanlab, prediction_samples, swanlab_callback, tracker_mode
+    from glmtrain.callbacks import (
+        PredictionCallback,
+        finish_swanlab,
+        prediction_samples,
+        swanlab_callback,
+        tracker_mode,
+    )
 
     cfg = prep.cfg
     out = Path(cfg.output_dir)
     # every check that can fail comes before anything is written or loaded
-    resume = resolve_resume(cfg)
+    resume = resolve_resume(cfg, console)
     mode = tracker_mode(cfg.tracker)
     if cfg.load_in_4bit:
         check_4bit_possible()
