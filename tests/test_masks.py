@@ -416,3 +416,86 @@ def test_glm4_generation_template_masks_on_shared_tool_rows():
     for result in convert_file(SHARED / "data" / "glaive_toolcall_zh_1k.json"):
         if result.row is not None:
             assert_consistent_with_transformers(glm4(), result.row["messages"])
+
+
+# --- the tiktoken path: glm-4-9b-chat's tokenizer encoded with tiktoken itself ---------------------
+
+
+def tokenizer_path(monkeypatch):
+    """Make masks encode through the tokenizer's own __call__, as for any other tokenizer."""
+    import glmdata.tokenizer
+
+    monkeypatch.setattr(glmdata.tokenizer, "tiktoken_encoding", lambda tokenizer: None)
+
+
+def outcome(fn):
+    try:
+        return fn()
+    except (MaskError, NothingToTrain) as e:
+        return type(e).__name__, str(e)
+
+
+@needs_glm4
+def test_glm4_tokenizer_is_encoded_with_tiktoken():
+    from glmdata.tokenizer import tiktoken_encoding
+
+    assert tiktoken_encoding(glm4()) is not None
+    assert tiktoken_encoding(tiny()) is None
+
+
+@needs_glm4
+def test_tiktoken_path_is_off_once_tokens_are_added():
+    from glmdata.tokenizer import load_tokenizer, tiktoken_encoding
+
+    tokenizer = load_tokenizer(GLM4_DIR)
+    tokenizer.add_tokens(["<|extra|>"], special_tokens=True)
+    assert tiktoken_encoding(tokenizer) is None
+    assert tokenize(EXAMPLE, tokenizer) == tokenize(EXAMPLE, glm4())
+
+
+@needs_glm4
+@pytest.mark.skipif(not SHARED_DATA_FILES, reason="../shared/data not present")
+@pytest.mark.parametrize("train_on", ["assistant", "last", "all"])
+def test_tiktoken_path_equals_tokenizer_path_on_shared_rows(train_on, monkeypatch):
+    from glmdata.convert import convert_file
+    from glmdata.masks import token_spans
+
+    rows = [r.row["messages"] for r in convert_file(SHARED / "data" / "glaive_toolcall_zh_1k.json") if r.ok]
+    rendered = [render_spans(m, train_on=train_on) for m in rows[:200]]
+    fast = tokenize_batch({"messages": rows}, glm4(), train_on=train_on, max_length=512), token_spans(rendered, glm4())
+    tokenizer_path(monkeypatch)
+    assert fast == (tokenize_batch({"messages": rows}, glm4(), train_on=train_on, max_length=512), token_spans(rendered, glm4()))
+
+
+@needs_glm4
+@given(conversations(), st.sampled_from(["assistant", "last", "all"]), st.sampled_from([None, "users", "tool"]))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_tiktoken_path_equals_tokenizer_path(messages, train_on, odd_role):
+    from unittest import mock
+
+    import glmdata.tokenizer
+
+    if odd_role:  # a role that is not a GLM-4 tag: span edges inside plain text, where tokens may cross them
+        messages = [{**m, "role": odd_role} if m["role"] == "user" else m for m in messages]
+    fast = outcome(lambda: tokenize(messages, glm4(), train_on=train_on))
+    with mock.patch.object(glmdata.tokenizer, "tiktoken_encoding", lambda tokenizer: None):
+        assert outcome(lambda: tokenize(messages, glm4(), train_on=train_on)) == fast
+
+
+@needs_glm4
+def test_tiktoken_path_refuses_a_token_crossing_a_span_edge_like_the_tokenizer_path(monkeypatch):
+    messages = [{"role": "users", "content": "hi", "loss": True}, {"role": "assistant", "content": "ok"}]
+    with pytest.raises(MaskError, match="crosses the edge") as fast:
+        tokenize_batch({"messages": [EXAMPLE, messages]}, glm4())
+    tokenizer_path(monkeypatch)
+    with pytest.raises(MaskError) as slow:
+        tokenize_batch({"messages": [EXAMPLE, messages]}, glm4())
+    assert str(fast.value) == str(slow.value) and str(fast.value).startswith("row 1 of the batch: ")
+
+
+@needs_glm4
+def test_tiktoken_path_on_one_thread(monkeypatch):
+    rows = [EXAMPLE] * 100
+    threaded = tokenize_batch({"messages": rows}, glm4())
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    assert tokenize_batch({"messages": rows}, glm4()) == threaded
