@@ -24,6 +24,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 )
 SPECIAL_TOKEN_RE = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
 _SPECIAL = SPECIAL_TOKEN_RE
+_SPECIAL_BYTES = re.compile(SPECIAL_TOKEN_RE.pattern.encode())
 _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][\w.]*\s*\}\}")
 OVERSIZED_CHARS = 32_768
 WHITESPACE_MIN_CHARS = 1_000
@@ -120,13 +121,13 @@ class _Tool:
 
     __slots__ = ("name", "problem", "special", "required", "properties", "checkable", "root", "fast")
 
-    def __init__(self, function: dict):
+    def __init__(self, function: dict, text: bytes):
         self.name = function["name"]
         parameters = function.get("parameters") or {}
         root = _key(parameters)
-        self.problem = _schema_problem(root)
-        found = _SPECIAL.search(json.dumps(function, ensure_ascii=False))
-        self.special = found.group() if found else None
+        self.problem = _problem(parameters, root)
+        found = _SPECIAL_BYTES.search(text)
+        self.special = found.group().decode() if found else None
         required = parameters.get("required")
         # an invalid schema (required not a list of names) is reported by invalid-tool-schema
         self.required = [k for k in required if isinstance(k, str)] if isinstance(required, list) else []
@@ -136,7 +137,7 @@ class _Tool:
         self.checkable = {
             key: sub
             for key, sub in (self.properties or {}).items()
-            if isinstance(sub, dict) and sub and _schema_problem(_key({"type": "object", "properties": {"x": sub}})) is None
+            if isinstance(sub, dict) and sub and (self.problem is None or _problem({"type": "object", "properties": {"x": sub}}) is None)
         }
         self.root = root
         self.fast = {key: _simple_checker(sub) for key, sub in self.checkable.items()}
@@ -209,16 +210,16 @@ def _simple_checker(schema: dict) -> Any:
     return check
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _tool(key: bytes) -> _Tool:
-    return _Tool(orjson.loads(key))
+    return _Tool(orjson.loads(key), key)
 
 
 def _check_tool(function: dict, path: str, issues: list[Issue]) -> _Tool:
     try:
         tool = _tool(orjson.dumps(function))
     except TypeError:  # integers beyond 64 bits: not worth caching
-        tool = _Tool(function)
+        tool = _Tool(function, json.dumps(function, ensure_ascii=False).encode())
     if tool.problem:
         issues.append(Issue("invalid-tool-schema", f"{path}.parameters", f"tool {tool.name!r}: {tool.problem}"))
     if tool.special:
@@ -226,7 +227,14 @@ def _check_tool(function: dict, path: str, issues: list[Issue]) -> _Tool:
     return tool
 
 
-@lru_cache(maxsize=4096)
+def _problem(schema: dict, key: str | None = None) -> str | None:
+    """What is wrong with a tool's parameter schema, or None; ``key`` is its ``_key`` if known."""
+    if schema.get("type", "object") == "object" and _plainly_valid(schema):
+        return None
+    return _schema_problem(key or _key(schema))
+
+
+@lru_cache(maxsize=1024)
 def _schema_problem(schema_json: str) -> str | None:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
@@ -242,7 +250,56 @@ def _schema_problem(schema_json: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=16384)
+_SIMPLE_TYPES = frozenset(_TYPES)
+_TEXT_KEYWORDS = frozenset({"description", "title", "$comment", "format"})
+_COUNT_KEYWORDS = frozenset({"minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"})
+_NUMBER_KEYWORDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+
+
+def _plainly_valid(schema: Any) -> bool:
+    """True when ``schema`` is certainly a valid Draft 2020-12 schema: it uses only the keywords
+    tool definitions mostly use, each with a value of the shape the meta-schema demands. False
+    means "not sure", and jsonschema's ``check_schema`` decides (and explains). The meta-schema
+    check costs about a millisecond per schema; tool declarations differ row by row (their
+    descriptions do), so it would run for almost every row."""
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict):
+        return False
+    for key, value in schema.items():
+        if key in _TEXT_KEYWORDS:
+            if not isinstance(value, str):
+                return False
+        elif key == "type":
+            if isinstance(value, str):
+                if value not in _SIMPLE_TYPES:
+                    return False
+            elif not (isinstance(value, list) and value and all(isinstance(v, str) and v in _SIMPLE_TYPES for v in value) and len(set(value)) == len(value)):
+                return False
+        elif key == "properties":
+            if not (isinstance(value, dict) and all(_plainly_valid(sub) for sub in value.values())):
+                return False
+        elif key in ("items", "additionalProperties"):
+            if not _plainly_valid(value):
+                return False
+        elif key == "required":
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value) and len(set(value)) == len(value)):
+                return False
+        elif key in ("enum", "examples"):
+            if not isinstance(value, list):
+                return False
+        elif key in _COUNT_KEYWORDS:
+            if not (type(value) is int and value >= 0):
+                return False
+        elif key in _NUMBER_KEYWORDS:
+            if not (type(value) in (int, float)):
+                return False
+        elif key not in ("default", "const"):
+            return False
+    return True
+
+
+@lru_cache(maxsize=1024)
 def _validator(schema_json: str):
     from jsonschema import Draft202012Validator
 

@@ -11,6 +11,7 @@ import ast
 import json
 from typing import Any
 
+import orjson
 from pydantic import TypeAdapter
 
 from glmdata.issues import Issue, reject, validate
@@ -129,13 +130,24 @@ def canonical_role(raw: Any, fx: Fixer, path: str, native: dict[str, str] = CANO
 
 # ---------------------------------------------------------------------------------------- JSON text
 
+def loads_json(text: str) -> Any:
+    """``json.loads``, parsed by orjson when it can: orjson refuses what the standard library
+    accepts (integers beyond 64 bits, NaN) and gives no position, so its refusals are parsed again
+    by ``json.loads``, which either accepts the text or raises ``json.JSONDecodeError`` with the
+    position."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def loads_lenient(text: str, fx: Fixer, path: str) -> Any:
     """Parse JSON; fall back to a Python literal (single quotes, True/None), recorded as a repair.
 
     Raises ValueError when the text is neither.
     """
     try:
-        return json.loads(text)
+        return loads_json(text)
     except (json.JSONDecodeError, TypeError):
         pass
     try:
@@ -179,7 +191,7 @@ def parse_json_call(content: str) -> tuple[str, Any] | None:
     if not content.startswith("{") or '"name"' not in content:
         return None
     try:
-        value = json.loads(content)
+        value = loads_json(content)
     except json.JSONDecodeError:
         return None
     if isinstance(value, dict) and set(value) == {"name", "arguments"} and isinstance(value["name"], str):
@@ -211,7 +223,7 @@ def normalize_tools(value: Any, fx: Fixer, path: str) -> list[dict] | None:
         return None
     if isinstance(value, str):
         try:
-            parsed = json.loads(value)
+            parsed = loads_json(value)
         except json.JSONDecodeError as exc:
             raise reject("tools-invalid-json", path, f"tools string is not valid JSON ({exc.msg} at char {exc.pos})") from None
         if is_empty_tools(parsed):  # "[ ]", "[\n]": empty like "[]", and switched off like it
@@ -234,7 +246,7 @@ def normalize_tool(tool: Any, fx: Fixer, path: str) -> dict:
     """One tool in the canonical shape; bare and example-valued tools are repaired."""
     if isinstance(tool, str):
         try:
-            tool = json.loads(tool)
+            tool = loads_json(tool)
         except json.JSONDecodeError:
             raise reject("bad-tool", path, f"tool is a string that is not JSON: {tool[:60]!r}") from None
         fx.apply("tools-json-string", path, "tool given as a JSON string")

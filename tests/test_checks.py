@@ -403,3 +403,55 @@ def test_llamafactory_demo_defects(name: str, code: str, count: int) -> None:
     assert report.balanced
     if code == "observation-without-call":
         assert report.rejected == count
+
+
+# ---------------------------------------------------------------- the plain-Python schema check
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False), st.sampled_from(["string", "object", "str", "", "a"]),
+    st.lists(st.sampled_from(["string", "integer", "a", "a"]), max_size=3),
+)
+_keywords = st.sampled_from([
+    "type", "description", "title", "format", "enum", "examples", "required", "minLength", "maximum", "default",
+    "const", "pattern", "$ref", "anyOf", "items", "properties", "additionalProperties",
+])
+_schemas = st.recursive(
+    st.dictionaries(_keywords, _values, max_size=4),
+    lambda inner: st.one_of(
+        st.dictionaries(_keywords, st.one_of(_values, inner, st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)), max_size=4),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_schemas)
+def test_plainly_valid_never_passes_a_schema_jsonschema_rejects(schema):
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    if checks._plainly_valid(schema):
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            pytest.fail(f"plainly valid, but jsonschema says: {exc.message}")
+
+
+def test_plainly_valid_covers_the_usual_tool_schema_and_defers_the_rest():
+    usual = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "城市"},
+            "days": {"type": ["integer", "null"], "minimum": 1, "default": 3},
+            "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
+        },
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    assert checks._plainly_valid(usual)
+    assert not checks._plainly_valid({"type": "object", "required": ["a", "a"]})  # jsonschema explains
+    assert not checks._plainly_valid({"type": "object", "pattern": "("})  # regex format: jsonschema decides
+    assert checks._problem({"type": "object", "required": ["a", "a"]}) == "not a valid JSON Schema at required: ['a', 'a'] has non-unique elements"

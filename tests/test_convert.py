@@ -435,3 +435,14 @@ def test_the_account_holds_on_random_bytes(tmp_path_factory, lines: list[bytes])
     for result in results:
         report.add(result)
     assert report.balanced and report.rows_in == len(lines_in) and results[0].ok
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 300), max_size=3000))
+def test_duplicate_table_returns_the_first_index_like_a_dict(values):
+    from glmdata.convert import _Seen
+
+    seen, expected = _Seen(), {}
+    for index, value in enumerate(values):
+        encoded = str(value).encode()
+        assert seen.first(encoded, index) == expected.setdefault(encoded, index)
