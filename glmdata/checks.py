@@ -57,7 +57,7 @@ def check_row(row: dict) -> list[Issue]:
     has_assistant = False
     for i, message in enumerate(messages):
         path = f"messages[{i}]"
-        role, content = message["role"], message["content"]
+        role = message["role"]
         for k, tool in enumerate(message.get("tools") or ()):
             function = tool.get("function")
             if function is not None:

@@ -7,7 +7,6 @@ goes to the part its first copy went to, so no eval row is also a train row.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
