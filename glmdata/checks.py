@@ -172,39 +172,76 @@ _TYPES: dict[str, Any] = {
     "object": lambda v: isinstance(v, dict),
     "null": lambda v: v is None,
 }
-# keywords that only annotate: they constrain nothing a value could violate
-_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "deprecated", "readOnly", "writeOnly"})
+# keywords that only annotate: they constrain nothing a value could violate (``format`` included:
+# jsonschema asserts it only when given a format checker, and argument checks give none)
+_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "deprecated", "readOnly", "writeOnly", "format"})
+_CHECKED = frozenset({"type", "enum", "items", "properties", "required", "additionalProperties"})
 
 
-def _simple_checker(schema: dict) -> Any:
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON Schema equality of two scalars: numbers by value (1 == 1.0), the rest by type and value."""
+    if type(a) in (int, float) and type(b) in (int, float):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def _simple_checker(schema: Any) -> Any:
     """A plain-Python validator, exactly equivalent to JSON Schema, for the schemas tool
-    definitions mostly use (``type``, ``enum``, annotations, ``items`` of such a schema); None for
-    anything else, which jsonschema validates. Tool arguments are checked on every call, and
-    jsonschema costs tens of microseconds each."""
-    if not set(schema) <= _ANNOTATIONS | {"type", "enum", "items"}:
+    definitions mostly use (``type``, ``enum`` of scalars, annotations, ``items``, ``properties``,
+    ``required``, ``additionalProperties`` of such schemas); None for anything else, which
+    jsonschema validates. Tool arguments are checked on every call, and jsonschema costs tens of
+    microseconds each."""
+    if isinstance(schema, bool):
+        return (lambda value: True) if schema else (lambda value: False)
+    if not isinstance(schema, dict) or not set(schema) <= _ANNOTATIONS | _CHECKED:
         return None
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else kinds
-    if kinds is not None and (not isinstance(kinds, list) or not all(k in _TYPES for k in kinds)):
+    if kinds is not None and (not isinstance(kinds, list) or not all(isinstance(k, str) and k in _TYPES for k in kinds)):
         return None
     enum = schema.get("enum")
-    if enum is not None and (not isinstance(enum, list) or not all(isinstance(e, (str, bool)) or e is None for e in enum)):
-        return None  # numeric enums compare 1 == 1.0 in JSON Schema: leave them to jsonschema
-    items = schema.get("items")
+    if enum is not None and (not isinstance(enum, list) or not all(e is None or type(e) in (str, bool, int, float) for e in enum)):
+        return None
     item_check = None
-    if items is not None:
-        item_check = _simple_checker(items) if isinstance(items, dict) else None
+    if "items" in schema:
+        item_check = _simple_checker(schema["items"])
         if item_check is None:
+            return None
+    properties = schema.get("properties")
+    property_checks: dict[str, Any] = {}
+    if properties is not None:
+        if not isinstance(properties, dict):
+            return None
+        for key, sub in properties.items():
+            property_checks[key] = _simple_checker(sub)
+            if property_checks[key] is None:
+                return None
+    required = schema.get("required")
+    if required is not None and not (isinstance(required, list) and all(isinstance(k, str) for k in required)):
+        return None
+    extra_check = None
+    if "additionalProperties" in schema:
+        extra_check = _simple_checker(schema["additionalProperties"])
+        if extra_check is None:
             return None
     checks = [_TYPES[k] for k in kinds] if kinds is not None else None
 
     def check(value: Any) -> bool:
         if checks is not None and not any(c(value) for c in checks):
             return False
-        if enum is not None and not any(value == e and type(value) is type(e) for e in enum):
+        if enum is not None and not any(_json_equal(value, e) for e in enum):
             return False
         if item_check is not None and isinstance(value, list):
             return all(item_check(v) for v in value)
+        if isinstance(value, dict):
+            if required and not all(k in value for k in required):
+                return False
+            for key, item in value.items():
+                sub = property_checks.get(key)
+                if sub is None:
+                    sub = extra_check
+                if sub is not None and not sub(item):
+                    return False
         return True
 
     return check

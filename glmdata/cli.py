@@ -34,6 +34,7 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 DEBUG = {"on": False}
 SHOW_FINDINGS = 10
+PENDING = 256  # rows per write call and per progress update
 
 
 class UserError(Exception):
@@ -346,10 +347,15 @@ def _convert(input: str, output: str, options, rejects: str | None, report_path:
             bad = stack.enter_context(_output(rejects)) if named_rejects and rejects != "-" else None
             progress = stack.enter_context(_progress(err.is_terminal and not quiet))
             task = progress.add_task("converting", total=None)
+            pending: list[bytes] = []  # output rows, written PENDING at a time (one write call each)
             for result in _layout_checked(convert_file(input, options, workers=workers, decode=False), input):
                 report.add(result)
                 if result.ok:
-                    out.write(result.encoded + b"\n")
+                    pending.append(result.encoded)
+                    if len(pending) >= PENDING:
+                        out.write(b"\n".join(pending) + b"\n")
+                        pending.clear()
+                        progress.update(task, completed=report.rows_in)
                 elif result.rejected:
                     if rejects is not None:
                         if bad is None:  # opened at the first rejected row
@@ -357,7 +363,8 @@ def _convert(input: str, output: str, options, rejects: str | None, report_path:
                         bad.write(dump_row(result.reject_record(input)))
                     if len(findings) < SHOW_FINDINGS:
                         findings.append(result)
-                progress.advance(task)
+            if pending:
+                out.write(b"\n".join(pending) + b"\n")
             if report.rows_in == 0:
                 raise _Discard  # nothing to write: leave no empty file, and an old one as it was
     except _Discard:
@@ -413,7 +420,8 @@ def _validate(input: str, options, report_path: Path | None, as_json: bool, quie
             report.add(result)
             if result.rejected and len(findings) < SHOW_FINDINGS:
                 findings.append(result)
-            progress.advance(task)
+            if report.rows_in % PENDING == 0:
+                progress.update(task, completed=report.rows_in)
     if not quiet:
         _print_findings(input, findings, report.rejected)
     return _finish(report, report_path, as_json, quiet)

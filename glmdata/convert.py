@@ -65,6 +65,7 @@ class Result:
     rejected: bool = False
     duplicate_of: int | None = None
     deduplicated: bool = False
+    digest: int = 0  #: 64-bit digest of ``encoded`` for duplicate detection, when a worker computed it
 
     @property
     def ok(self) -> bool:
@@ -221,8 +222,8 @@ def _parallel(records: Iterable[Record], options: Options, workers: int, decode:
             if not pending:
                 return
             batch, outcome = pending.popleft()
-            for record, (fmt, encoded, issues, repairs, rejected) in zip(batch, outcome.get()):
-                result = Result(record.index, record.line, record.raw, fmt, None, encoded, issues, repairs, rejected)
+            for record, (fmt, encoded, issues, repairs, rejected, digest) in zip(batch, outcome.get()):
+                result = Result(record.index, record.line, record.raw, fmt, None, encoded, issues, repairs, rejected, digest=digest)
                 if decode and encoded:
                     result.row = parse_row(encoded)[0]
                 yield result
@@ -279,11 +280,16 @@ def _convert_batch_worker(batch: list[tuple], options: Options) -> list[tuple]:
         if error is None and from_text:
             value, error = parse_row(raw)
         if error is not None:
-            out.append((None, b"", [error], [], True))
+            out.append((None, b"", [error], [], True, 0))
             continue
         r = convert_row(value, options, index=index, line=line, raw=raw)
-        out.append((r.format, r.encoded, r.issues, r.repairs, r.rejected))
+        out.append((r.format, r.encoded, r.issues, r.repairs, r.rejected, digest(r.encoded) if r.encoded else 0))
     return out
+
+
+def digest(encoded: bytes) -> int:
+    """64-bit BLAKE2b digest of a converted row's bytes, never 0 (0 marks a free slot in _Seen)."""
+    return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "little") or 1
 
 
 class _Seen:
@@ -297,9 +303,9 @@ class _Seen:
         self._rows = array("q", bytes(8 * 1024))
         self._size = 0
 
-    def first(self, encoded: bytes, index: int) -> int:
-        """The index of the first row with these bytes, recording ``index`` if they are new."""
-        key = int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "little") or 1  # 0 marks a free slot
+    def first(self, key: int, index: int) -> int:
+        """The index of the first row whose bytes have the ``digest`` ``key``, recording ``index``
+        if there is none."""
         keys, mask = self._keys, len(self._keys) - 1
         slot = key & mask
         while keys[slot]:
@@ -330,7 +336,7 @@ def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Re
     seen = _Seen()
     for result in results:
         if result.encoded and not result.rejected:
-            first = seen.first(result.encoded, result.index)
+            first = seen.first(result.digest or digest(result.encoded), result.index)
             if first != result.index:
                 result.duplicate_of = first
                 if options.dedupe:

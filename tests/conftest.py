@@ -119,3 +119,27 @@ def write(tmp_path: Path) -> Callable[..., Path]:
 
 def read_jsonl(path: Path) -> list[Any]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def json_paths(value: Any, path: tuple = ()) -> list[tuple]:
+    """Every path (tuple of keys and indices) in a JSON value, the root () first."""
+    out = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += json_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += json_paths(item, (*path, i))
+    return out
+
+
+def edit_at(value: Any, path: tuple, new: Any, delete: bool) -> Any:
+    """A copy of ``value`` with the item at ``path`` replaced by ``new`` (or deleted)."""
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    if delete and len(path) == 1:
+        del copy[path[0]]
+    else:
+        copy[path[0]] = edit_at(value[path[0]], path[1:], new, delete)
+    return copy

@@ -455,3 +455,43 @@ def test_plainly_valid_covers_the_usual_tool_schema_and_defers_the_rest():
     assert not checks._plainly_valid({"type": "object", "required": ["a", "a"]})  # jsonschema explains
     assert not checks._plainly_valid({"type": "object", "pattern": "("})  # regex format: jsonschema decides
     assert checks._problem({"type": "object", "required": ["a", "a"]}) == "not a valid JSON Schema at required: ['a', 'a'] has non-unique elements"
+
+
+_type_names = st.sampled_from(["string", "integer", "number", "boolean", "array", "object", "null"])
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([1.0, 0.5, -2.0]), st.sampled_from(["a", "b", ""]))
+_argument_schemas = st.recursive(
+    st.fixed_dictionaries({}, optional={
+        "type": st.one_of(_type_names, st.lists(_type_names, min_size=1, max_size=2, unique=True)),
+        "enum": st.lists(_scalars, max_size=3),
+        "description": st.just("d"),
+        "format": st.just("date"),
+    }) | st.booleans(),
+    lambda inner: st.fixed_dictionaries({}, optional={
+        "type": _type_names,
+        "items": inner,
+        "properties": st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2),
+        "required": st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True),
+        "additionalProperties": inner,
+    }),
+    max_leaves=6,
+)
+_arguments = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_argument_schemas, _arguments)
+def test_simple_checker_agrees_with_jsonschema(schema, value):
+    from jsonschema import Draft202012Validator
+
+    check = checks._simple_checker(schema)
+    if check is not None:
+        assert check(value) == Draft202012Validator(schema).is_valid(value), (schema, value)
+
+
+def test_simple_checker_covers_nested_objects_and_formats():
+    point = {"type": "object", "properties": {"lat": {"type": "number"}, "lng": {"type": "number"}}, "required": ["lat"]}
+    check = checks._simple_checker({"type": "array", "items": point})
+    assert check([{"lat": 1, "lng": 2.5}]) and not check([{"lng": 2}]) and not check([{"lat": "1"}])
+    assert checks._simple_checker({"type": "string", "format": "date"})("not a date")  # format is an annotation here
+    assert checks._simple_checker({"enum": [1, "a"]})(1.0) and not checks._simple_checker({"enum": [1]})(True)
+    assert checks._simple_checker({"type": "string", "pattern": "^a"}) is None  # jsonschema decides

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 import pytest
-from conftest import DATA, chat_row, codes, msg, tool
+from conftest import DATA, chat_row, codes, edit_at, json_paths, msg, tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -343,34 +343,6 @@ def test_convert_is_idempotent_on_its_own_output(spec: dict, style: str, data) -
         assert_fixed_point(result, style)
 
 
-def _paths(value: Any, path: tuple = ()) -> list[tuple]:
-    out = [path]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            out += _paths(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            out += _paths(item, (*path, i))
-    return out
-
-
-def _edit(value: Any, path: tuple, new: Any, delete: bool) -> Any:
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        copy = dict(value)
-        if delete and not rest:
-            del copy[head]
-        else:
-            copy[head] = _edit(value[head], rest, new, delete)
-        return copy
-    copy = list(value)
-    if delete and not rest:
-        del copy[head]
-    else:
-        copy[head] = _edit(value[head], rest, new, delete)
-    return copy
 
 
 MUTATIONS = [
@@ -384,11 +356,11 @@ MUTATIONS = [
 def mutated(draw, row: Any, edits: int = 3) -> Any:
     """``row`` with a few nodes replaced by random JSON (or by a role alias / null), or deleted."""
     for _ in range(draw(st.integers(0, edits))):
-        paths = _paths(row)
+        paths = json_paths(row)
         path = draw(st.sampled_from(paths))
         delete = bool(path) and draw(st.booleans())
         new = draw(json_values | st.sampled_from(MUTATIONS))
-        row = _edit(row, path, new, delete)
+        row = edit_at(row, path, new, delete)
     return row
 
 
@@ -440,9 +412,9 @@ def test_the_account_holds_on_random_bytes(tmp_path_factory, lines: list[bytes])
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 300), max_size=3000))
 def test_duplicate_table_returns_the_first_index_like_a_dict(values):
-    from glmdata.convert import _Seen
+    from glmdata.convert import _Seen, digest
 
     seen, expected = _Seen(), {}
     for index, value in enumerate(values):
         encoded = str(value).encode()
-        assert seen.first(encoded, index) == expected.setdefault(encoded, index)
+        assert seen.first(digest(encoded), index) == expected.setdefault(encoded, index)

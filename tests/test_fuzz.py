@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import edit_at, json_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -138,26 +139,6 @@ FORMATS = [as_messages, as_openai, as_sharegpt, as_chatglm3, as_chatglm3_prompt,
 MUTATIONS = [None, "", "[]", "{}", 0, -1, True, "human", " Assistant ", "tool", "function_call", "<|observation|>", "{{name}}", "{'q': True}", 2**80, [], {}, "\ud800"]
 
 
-def _paths(value: Any, path: tuple = ()) -> list[tuple]:
-    out = [path]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            out += _paths(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            out += _paths(item, (*path, i))
-    return out
-
-
-def _edit(value: Any, path: tuple, new: Any, delete: bool) -> Any:
-    if not path:
-        return new
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    if delete and len(path) == 1:
-        del copy[path[0]]
-    else:
-        copy[path[0]] = _edit(value[path[0]], path[1:], new, delete)
-    return copy
 
 
 @st.composite
@@ -167,8 +148,8 @@ def rows(draw) -> Any:
         return draw(json_values)
     row = draw(st.sampled_from(FORMATS))(draw(conversations()))
     for _ in range(draw(st.integers(0, 2))):
-        path = draw(st.sampled_from(_paths(row)))
-        row = _edit(row, path, draw(json_values | st.sampled_from(MUTATIONS)), delete=bool(path) and draw(st.booleans()))
+        path = draw(st.sampled_from(json_paths(row)))
+        row = edit_at(row, path, draw(json_values | st.sampled_from(MUTATIONS)), delete=bool(path) and draw(st.booleans()))
     return row
 
 
