@@ -336,6 +336,16 @@ def _plainly_valid(schema: Any) -> bool:
     return True
 
 
+def prepare() -> None:
+    """Import and set up jsonschema now (about 0.1 s), which the checks otherwise do at the first
+    schema they cannot check in plain Python: called before worker processes are forked, so that
+    each inherits it instead of paying for it again."""
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema({"type": "object", "properties": {"x": {"$ref": "#/$defs/y"}}, "$defs": {"y": {}}})
+    Draft202012Validator({"type": "object"}).is_valid({})
+
+
 @lru_cache(maxsize=1024)
 def _validator(schema_json: str):
     from jsonschema import Draft202012Validator

@@ -19,7 +19,7 @@ import orjson
 
 from glmdata import formats
 from glmdata.builder import MessagesBuilder
-from glmdata.checks import check_row
+from glmdata.checks import check_row, prepare
 from glmdata.io import Record, json_bytes, read_records
 from glmdata.issues import Issue, RowError
 from glmdata.repairs import REPAIRS, Fixer, strip_nulls
@@ -211,6 +211,7 @@ def _parallel(records: Iterable[Record], options: Options, workers: int, decode:
     from glmdata.io import parse_row
 
     records = iter(records)
+    prepare()
     with multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
         pending: deque = deque()
         while True:
