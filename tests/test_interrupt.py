@@ -49,6 +49,15 @@ def big_input(tmp_path_factory) -> Path:
     return path
 
 
+def default_signals() -> None:
+    """Popen ``preexec_fn``: the child starts with default SIGINT and SIGHUP handling, as from a
+    terminal, even when the test runner was started in the background (``cmd &`` ignores SIGINT)
+    or under ``nohup`` (ignores SIGHUP): glmdata keeps a signal its caller ignores, so the signal
+    tests would otherwise test the runner's environment."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def temp_files(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
 
@@ -91,7 +100,7 @@ def test_signal_in_the_middle_of_a_large_file(tmp_path: Path, big_input: Path, s
     (tmp_path / "out.jsonl").write_bytes(b"an earlier run's output\n")
     before = {"out.jsonl": b"an earlier run's output\n"}
     args = [str(SCRIPT), "convert", str(big_input), "-o", "out.jsonl"] + (["--workers", str(workers)] if workers > 1 else [])
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_signals)
     wait_for_rows_written(tmp_path, proc)
     assert proc.poll() is None, "the conversion finished before the signal: make the input larger"
     proc.send_signal(sig)
@@ -101,7 +110,7 @@ def test_signal_in_the_middle_of_a_large_file(tmp_path: Path, big_input: Path, s
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_signal_while_reading_stdin(tmp_path: Path, sig: int) -> None:
     """Deterministic: the process is provably mid-run, blocked on the rest of its input."""
-    proc = subprocess.Popen([str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--rejects", "bad.jsonl"], cwd=tmp_path,
+    proc = subprocess.Popen([str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--rejects", "bad.jsonl"], cwd=tmp_path, preexec_fn=default_signals,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     row = json.dumps(chat_row("a question", "an answer")).encode() + b"\n"
     proc.stdin.write(b"not json\n" + row * 5_000)  # more than the writers buffer: rows reach the temporary file
@@ -138,7 +147,7 @@ def test_workers_die_with_a_killed_main_process(tmp_path: Path) -> None:
     blocked on the pool's queue forever."""
     if not workers_supported():
         pytest.skip("this glmdata has no --workers")
-    proc = subprocess.Popen([str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--workers", "2"], cwd=tmp_path,
+    proc = subprocess.Popen([str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--workers", "2"], cwd=tmp_path, preexec_fn=default_signals,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     proc.stdin.write((json.dumps(chat_row("a question", "an answer")) + "\n").encode() * 5_000)
     proc.stdin.flush()  # then nothing more: the workers wait on an empty queue
