@@ -43,6 +43,10 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
     DEBUG["on"] = debug
 
 
+# what the train extra installs; a command that needs one of them and lacks it says how to install
+TRAINING_MODULES = frozenset({"torch", "transformers", "trl", "peft", "datasets", "accelerate", "swanlab"})
+
+
 def _guard(fn: Callable[[], Any]) -> Any:
     """Run a command body: a GlmtrainError becomes one line on stderr and its exit code."""
     from glmtrain.config import GlmtrainError
@@ -60,6 +64,18 @@ def _guard(fn: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing not in TRAINING_MODULES:
+            raise
+        if DEBUG["on"]:
+            traceback.print_exc()
+        err.print(f"[bold red]error:[/] glmtrain needs the training dependencies, and {escape(missing)} is not installed", highlight=False)
+        err.print(
+            "[dim]fix:[/] pip install torch==2.13.0 (or the CUDA build for your GPU, first: a plain install pulls "
+            "a multi-GB CUDA build), then pip install 'glmdata\[train]' (from a checkout: pip install -e '.\[train]')"
+        )
+        raise typer.Exit(2) from None
 
 
 # ------------------------------------------------------------------------------------------ run

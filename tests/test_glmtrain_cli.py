@@ -306,3 +306,17 @@ def test_parse_and_compare_tool_calls():
     assert compare_calls({"name": "get_weather", "arguments": {"city": "Rome"}}, ref)["call_match"]
     assert compare_calls({"name": "get_weather", "arguments": {"city": "Oslo"}}, ref) == {"name_match": True, "arguments_match": False, "call_match": False}
     assert not compare_calls(None, ref)["name_match"]
+
+
+def test_without_the_train_extra_glmtrain_says_how_to_install_it(tmp_path: Path) -> None:
+    """glmdata installs without torch; glmtrain then stops with the install command, no traceback."""
+    data = write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS)
+    # a fresh interpreter in which transformers (and torch) cannot be imported, as after `pip install glmdata`
+    code = (
+        "import sys; sys.modules['transformers'] = None; sys.modules['torch'] = None; "
+        "from glmtrain.cli import main; sys.argv = ['glmtrain', 'run', sys.argv[1], '--dry-run']; main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(data)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "glmtrain needs the training dependencies" in proc.stderr and "pip install 'glmdata[train]'" in proc.stderr
