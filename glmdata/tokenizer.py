@@ -73,6 +73,7 @@ def load_tokenizer(path: str | Path) -> Any:
         )
     if directory.is_file():
         directory = directory.parent
+    _require_tokenizer_extra()
     if (directory / "tokenizer.json").is_file():
         return _load_tokenizer_json(directory)
     model_file = directory / "tokenizer.model"
@@ -83,6 +84,19 @@ def load_tokenizer(path: str | Path) -> Any:
         f"no usable tokenizer in {directory}: looked for {_LAYOUTS}; found {found}. "
         "Pass the model's tokenizer directory"
     )
+
+
+def _require_tokenizer_extra() -> None:
+    """Token counts need transformers, tokenizers and tiktoken (the ``tokenizer`` extra), which
+    glmdata itself does not: say how to install them rather than fail on an import."""
+    import importlib.util
+
+    missing = [name for name in ("transformers", "tokenizers", "tiktoken") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise TokenizerError(
+            f"tokenizers need {', '.join(missing)}, not installed: pip install 'glmdata[tokenizer]' "
+            "(from a checkout: pip install -e '.[tokenizer]'); without --tokenizer, lengths are counted in characters"
+        )
 
 
 def _is_tiktoken_file(path: Path) -> bool:

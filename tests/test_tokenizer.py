@@ -286,3 +286,15 @@ def test_glm4_encodes_like_tiktoken_on_rendered_rows():
 @settings(max_examples=200, deadline=None)
 def test_glm4_encodes_like_tiktoken_on_any_text(text):
     assert glm4()(text, add_special_tokens=False)["input_ids"] == glm4_tiktoken().encode(text, allowed_special="all")
+
+
+def test_missing_tokenizer_extra_is_a_tokenizer_error_with_the_install_command(tmp_path, monkeypatch):
+    import importlib.util
+
+    from glmdata.tokenizer import TokenizerError, load_tokenizer
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tiktoken" else real(name, *a))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(TokenizerError, match=r"tiktoken, not installed: pip install 'glmdata\[tokenizer\]'"):
+        load_tokenizer(tmp_path)
