@@ -34,7 +34,6 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 DEBUG = {"on": False}
 SHOW_FINDINGS = 10
-PENDING = 256  # rows per write call and per progress update
 
 
 class UserError(Exception):
@@ -310,19 +309,24 @@ def _object_cut_short(raw: bytes) -> bool:
     return False
 
 
-def _layout_checked(results, source: str):
-    """Pass results through, but stop with a usage error when the file is one JSON value written
+def _layout_checked(chunks, source: str):
+    """Pass chunks through, but stop with a usage error when the file is one JSON value written
     over several lines: neither JSONL nor a JSON array, so every line would be a rejected row."""
-    first = None
-    for result in results:
-        if result.index == 0:
-            first = result
-        elif result.index == 1 and first is not None and _is_json_error(first) and _is_json_error(result) and _object_cut_short(first.raw):
+    chunks = iter(chunks)
+    for chunk in chunks:  # the first chunk only
+        first_two = chunk.rejected[:2]
+        if (
+            [r.index for r in first_two] == [0, 1]
+            and all(_is_json_error(r) for r in first_two)
+            and _object_cut_short(first_two[0].raw)
+        ):
             raise UserError(
                 f"{source} holds a JSON object written over several lines, which is neither JSONL nor a JSON array; "
                 f"wrap it in [ ] (a JSON array of rows), or write one object per line (jq -c . {source} > rows.jsonl)"
             )
-        yield result
+        yield chunk
+        break
+    yield from chunks
 
 
 def _convert(input: str, output: str, options, rejects: str | None, report_path: Path | None, as_json: bool, quiet: bool, workers: int = 1) -> int:
@@ -330,7 +334,7 @@ def _convert(input: str, output: str, options, rejects: str | None, report_path:
     by default beside the output, written only when a row is rejected, a stale one from an earlier
     run removed; with ``-o -`` and no ``--rejects``, to no file (stderr says so). An input with no
     rows writes nothing."""
-    from glmdata.convert import convert_file
+    from glmdata.convert import convert_chunks
     from glmdata.io import dump_row
     from glmdata.report import Report
 
@@ -347,24 +351,18 @@ def _convert(input: str, output: str, options, rejects: str | None, report_path:
             bad = stack.enter_context(_output(rejects)) if named_rejects and rejects != "-" else None
             progress = stack.enter_context(_progress(err.is_terminal and not quiet))
             task = progress.add_task("converting", total=None)
-            pending: list[bytes] = []  # output rows, written PENDING at a time (one write call each)
-            for result in _layout_checked(convert_file(input, options, workers=workers, decode=False), input):
-                report.add(result)
-                if result.ok:
-                    pending.append(result.encoded)
-                    if len(pending) >= PENDING:
-                        out.write(b"\n".join(pending) + b"\n")
-                        pending.clear()
-                        progress.update(task, completed=report.rows_in)
-                elif result.rejected:
+            for chunk in _layout_checked(convert_chunks(input, options, workers=workers), input):
+                report.merge(chunk.report)
+                if chunk.output:
+                    out.write(chunk.output)
+                for result in chunk.rejected:
                     if rejects is not None:
                         if bad is None:  # opened at the first rejected row
                             bad = stack.enter_context(_output(rejects))
                         bad.write(dump_row(result.reject_record(input)))
                     if len(findings) < SHOW_FINDINGS:
                         findings.append(result)
-            if pending:
-                out.write(b"\n".join(pending) + b"\n")
+                progress.update(task, completed=report.rows_in)
             if report.rows_in == 0:
                 raise _Discard  # nothing to write: leave no empty file, and an old one as it was
     except _Discard:
@@ -409,19 +407,17 @@ def validate(
 
 
 def _validate(input: str, options, report_path: Path | None, as_json: bool, quiet: bool, workers: int = 1) -> int:
-    from glmdata.convert import convert_file
+    from glmdata.convert import convert_chunks
     from glmdata.report import Report
 
     report = Report(input)
     findings = []
     with _progress(err.is_terminal and not quiet) as progress:
         task = progress.add_task("validating", total=None)
-        for result in _layout_checked(convert_file(input, options, workers=workers, decode=False), input):
-            report.add(result)
-            if result.rejected and len(findings) < SHOW_FINDINGS:
-                findings.append(result)
-            if report.rows_in % PENDING == 0:
-                progress.update(task, completed=report.rows_in)
+        for chunk in _layout_checked(convert_chunks(input, options, workers=workers), input):
+            report.merge(chunk.report)
+            findings.extend(chunk.rejected[: SHOW_FINDINGS - len(findings)])
+            progress.update(task, completed=report.rows_in)
     if not quiet:
         _print_findings(input, findings, report.rejected)
     return _finish(report, report_path, as_json, quiet)

@@ -198,36 +198,41 @@ def convert_file(path: str | os.PathLike, options: Options = Options(), *, worke
     return _with_duplicates(_parallel(read_records(path, parse=False), options, workers, decode), options)
 
 
-BATCH = 256
+# Rows per batch sent to a worker, and a cap on a batch's source bytes: memory in flight stays
+# bounded (a few batches per worker) whatever the rows' sizes.
+BATCH = 512
+BATCH_BYTES = 4 << 20
 
 
 def _parallel(records: Iterable[Record], options: Options, workers: int, decode: bool) -> Iterator[Result]:
     """Convert batches of records in worker processes, in order, with at most a few batches in
     flight (memory stays bounded however large the input)."""
-    import multiprocessing
-    from collections import deque
-    from itertools import islice
-
     from glmdata.io import parse_row
 
-    records = iter(records)
-    prepare()
+    for batch, converted in _in_pool(_convert_batch_worker, _batches(records), options, workers):
+        for (index, line, raw, *_), (fmt, encoded, issues, repairs, rejected, digest) in zip(batch, converted):
+            result = Result(index, line, raw, fmt, None, encoded, issues, repairs, rejected, digest=digest)
+            if decode and encoded:
+                result.row = parse_row(encoded)[0]
+            yield result
+
+
+def _in_pool(work: Any, batches: Iterator[list[tuple]], options: Options, workers: int) -> Iterator[tuple[list[tuple], Any]]:
+    """``(batch, work(batch, options))`` for every batch, in order, computed in ``workers``
+    processes with two batches per worker in flight."""
+    import multiprocessing
+    from collections import deque
+
+    prepare()  # once here, inherited by every worker
     with multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
         pending: deque = deque()
         while True:
-            while len(pending) < 2 * workers:
-                batch = list(islice(records, BATCH))
-                if not batch:
-                    break
-                pending.append((batch, pool.apply_async(_convert_batch_worker, ([_portable(r) for r in batch], options))))
+            while len(pending) < 2 * workers and (batch := next(batches, None)) is not None:
+                pending.append((batch, pool.apply_async(work, (batch, options))))
             if not pending:
                 return
             batch, outcome = pending.popleft()
-            for record, (fmt, encoded, issues, repairs, rejected, digest) in zip(batch, outcome.get()):
-                result = Result(record.index, record.line, record.raw, fmt, None, encoded, issues, repairs, rejected, digest=digest)
-                if decode and encoded:
-                    result.row = parse_row(encoded)[0]
-                yield result
+            yield batch, outcome.get()
 
 
 def _portable(record: Record) -> tuple:
@@ -346,6 +351,114 @@ def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Re
                     result.issues.append(Issue("duplicate", "row", f"exact duplicate of row {first}"))
                     result.rejected = options.strict
         yield result
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A batch of consecutive rows, converted for commands that write or count rows without
+    looking at each (``glmdata convert`` and ``validate``): the kept rows' bytes ready to write,
+    the rejected rows in full, and the batch's account. It is built where the rows are converted
+    (a worker process, with ``workers`` > 1), so the main process handles batches, not rows."""
+
+    report: Any  #: glmdata.report.Report of the batch, duplicates across the file included
+    output: bytes  #: the kept rows, one compact JSON line each, in order
+    rejected: list[Result]  #: rejected rows in order, with their bytes and findings (``row`` not kept)
+    rows: int = 0  #: rows in the batch
+    # per kept row before duplicates are marked: (index, digest, bytes of its line); and, with
+    # --strict (where a duplicate is rejected and needs its source), (line, raw)
+    kept: list[tuple[int, int, int]] = field(default_factory=list)
+    sources: list[tuple[int | None, bytes]] | None = None
+
+
+def convert_chunks(path: str | os.PathLike, options: Options = Options(), *, workers: int = 1) -> Iterator[Chunk]:
+    """Stream ``path`` as :class:`Chunk` objects of up to ``BATCH`` rows, in order, duplicates
+    across the whole file marked. Writing every chunk's ``output`` gives the same bytes, and
+    merging every chunk's ``report`` the same account, as :func:`convert_file` with one
+    ``Report.add`` per row. Raises :class:`glmdata.io.InputError` like ``convert_file``."""
+    records = read_records(path, parse=False)
+    if workers > 1:
+        chunks = (chunk for _, chunk in _in_pool(_chunk, _batches(records), options, workers))
+    else:
+        chunks = (_chunk(batch, options) for batch in _batches(records))
+    seen = _Seen()
+    for chunk in chunks:
+        _mark_duplicates(chunk, seen, options)
+        yield chunk
+
+
+def _batches(records: Iterable[Record]) -> Iterator[list[tuple]]:
+    """Consecutive records as ``_portable`` tuples, BATCH at most, or fewer once they hold
+    BATCH_BYTES of source."""
+    batch, size = [], 0
+    for record in records:
+        batch.append(_portable(record))
+        size += len(record.raw)
+        if len(batch) >= BATCH or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _chunk(batch: list[tuple], options: Options) -> Chunk:
+    """Convert one batch (``_portable`` records) into a Chunk; duplicates within the file are
+    marked later, in order, by ``_mark_duplicates``."""
+    from glmdata.io import parse_row
+    from glmdata.report import Report
+
+    chunk = Chunk(Report(), b"", [], len(batch), [], [] if options.strict else None)
+    lines = []
+    for index, line, raw, error, value, from_text in batch:
+        if error is None and from_text:
+            value, error = parse_row(raw)
+        if error is not None:
+            result = Result(index, line, raw, issues=[error], rejected=True)
+        else:
+            result = convert_row(value, options, index=index, line=line, raw=raw)
+            result.row = None  # travels back without it: the command needs the bytes
+        chunk.report.add(result)
+        if result.rejected:
+            chunk.rejected.append(result)
+        else:
+            lines.append(result.encoded)
+            chunk.kept.append((index, digest(result.encoded), len(result.encoded) + 1))
+            if chunk.sources is not None:
+                chunk.sources.append((line, raw))
+    chunk.output = b"\n".join(lines) + b"\n" if lines else b""
+    return chunk
+
+
+def _mark_duplicates(chunk: Chunk, seen: _Seen, options: Options) -> None:
+    """What ``_with_duplicates`` and ``Report.add`` do for a duplicate row, on a chunk: warn, or
+    with --dedupe drop it, or with --strict reject it; dropped rows leave ``output``."""
+    report, dropped = chunk.report, []
+    for position, (index, key, _) in enumerate(chunk.kept):
+        first = seen.first(key, index)
+        if first == index:
+            continue
+        report.codes["duplicate"] += 1
+        report.example("duplicate", index)
+        if options.dedupe:
+            report.rows_out -= 1
+            report.deduplicated += 1
+            dropped.append(position)
+            continue
+        issue = Issue("duplicate", "row", f"exact duplicate of row {first}")
+        report.first_messages.setdefault("duplicate", f"row {index} {issue.path}: {issue.message}")
+        if options.strict:
+            report.rows_out -= 1
+            report.rejected += 1
+            dropped.append(position)
+            line, raw = chunk.sources[position]
+            chunk.rejected.append(Result(index, line, raw, issues=[issue], rejected=True, duplicate_of=first))
+    if dropped:
+        chunk.rejected.sort(key=lambda r: r.index)
+        view, start, parts, gone = memoryview(chunk.output), 0, [], set(dropped)
+        for position, (_, _, length) in enumerate(chunk.kept):
+            if position not in gone:
+                parts.append(view[start : start + length])
+            start += length
+        chunk.output = b"".join(parts)
 
 
 def convert_batch(batch: dict[str, list], options: Options | None = None, **option_values: Any) -> dict[str, list]:

@@ -40,16 +40,32 @@ class Report:
             self.rows_out += 1
         for name in dict.fromkeys(name for name, _ in result.repairs):
             self.repairs[name] += 1
-            self._example(f"repair:{name}", result.index)
+            self.example(f"repair:{name}", result.index)
         for issue in result.issues:
             self.codes[issue.code] += 1
-            self._example(issue.code, result.index)
+            self.example(issue.code, result.index)
             self.first_messages.setdefault(issue.code, f"row {result.index} {issue.path}: {issue.message}")
         if result.deduplicated:
             self.codes["duplicate"] += 1
-            self._example("duplicate", result.index)
+            self.example("duplicate", result.index)
 
-    def _example(self, key: str, index: int) -> None:
+    def merge(self, other: Report) -> None:
+        """Add the account of the rows that follow, kept in ``other`` (a chunk's report)."""
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        self.rejected += other.rejected
+        self.deduplicated += other.deduplicated
+        self.formats.update(other.formats)
+        self.repairs.update(other.repairs)
+        self.codes.update(other.codes)
+        for key, rows in other.examples.items():
+            for index in rows:
+                self.example(key, index)
+        for code, message in other.first_messages.items():
+            self.first_messages.setdefault(code, message)
+
+    def example(self, key: str, index: int) -> None:
+        """Keep row ``index`` as an example of ``key`` (a check code, or ``repair:NAME``)."""
         rows = self.examples[key]
         if len(rows) < EXAMPLES and (not rows or rows[-1] != index):
             rows.append(index)
@@ -68,7 +84,7 @@ class Report:
             "formats": dict(self.formats),
             "repairs": {
                 name: {"rows": n, "description": REPAIRS[name], "examples": self.examples[f"repair:{name}"]}
-                for name, n in self.repairs.most_common()
+                for name, n in _by_count(self.repairs)
             },
             "checks": {
                 code: {
@@ -78,7 +94,7 @@ class Report:
                     "first": self.first_messages.get(code, ""),
                     "hint": CODES[code][1],
                 }
-                for code, n in self.codes.most_common()
+                for code, n in _by_count(self.codes)
             },
         }
 
@@ -95,15 +111,20 @@ class Report:
         )
         if self.repairs:
             table = Table("repair", "rows", "example rows", title="repairs", title_justify="left")
-            for name, n in self.repairs.most_common():
+            for name, n in _by_count(self.repairs):
                 table.add_row(name, str(n), _rows(self.examples[f"repair:{name}"]))
             console.print(table)
         if self.codes:
             table = Table("check", "level", "count", "example rows", title="checks", title_justify="left")
-            for code, n in sorted(self.codes.items(), key=lambda kv: (CODES[kv[0]][0] != "error", -kv[1])):
+            for code, n in sorted(self.codes.items(), key=lambda kv: (CODES[kv[0]][0] != "error", -kv[1], kv[0])):
                 level = "[red]error[/]" if CODES[code][0] == "error" else "[yellow]warning[/]"
                 table.add_row(code, level, str(n), _rows(self.examples[code]))
             console.print(table)
+
+
+def _by_count(counter: Counter) -> list[tuple[str, int]]:
+    """Most frequent first, ties by name: the same order however the rows were counted."""
+    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _rows(rows: list[int]) -> str:

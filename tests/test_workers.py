@@ -68,3 +68,40 @@ def test_simple_argument_checker_agrees_with_jsonschema() -> None:
         validator = Draft202012Validator(schema)
         for value in values:
             assert check(value) == validator.is_valid(value), (schema, value)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("flags", [[], ["--dedupe"], ["--strict"], ["--strict", "--dedupe"]], ids=["default", "dedupe", "strict", "strict-dedupe"])
+def test_commands_convert_in_chunks_exactly_as_convert_file_row_by_row(tmp_path: Path, flags: list[str]) -> None:
+    """convert/validate go through convert_chunks (whole batches, converted where the worker is);
+    output, rejects and report must equal convert_file + one Report.add per row, for 1 and 2
+    workers, with duplicates across batches and broken rows among them."""
+    from glmdata.io import dump_row
+    from glmdata.report import Report
+
+    rows = json.loads((DATA / "glaive_toolcall_zh_sample.json").read_text(encoding="utf-8"))
+    lines = [json.dumps(rows[i % len(rows)], ensure_ascii=False) for i in range(700)]
+    lines[300] = '{"conversations": ['  # broken in the second batch
+    source = tmp_path / "big.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    options = Options(strict="--strict" in flags, dedupe="--dedupe" in flags)
+    report, out, rejects = Report(str(source)), b"", b""
+    for result in convert_file(source, options):
+        report.add(result)
+        if result.ok:
+            out += result.encoded + b"\n"
+        elif result.rejected:
+            rejects += dump_row(result.reject_record(str(source)))
+    expected_report = json.dumps(report.to_dict(), indent=2)
+    runner = CliRunner()
+    for workers in ("1", "2"):
+        target = tmp_path / f"out{workers}.jsonl"
+        args = ["convert", str(source), "-o", str(target), "--workers", workers, "--report", str(tmp_path / f"r{workers}.json"), *flags]
+        assert runner.invoke(app, args).exit_code == 1
+        assert target.read_bytes() == out
+        assert (tmp_path / f"out{workers}.rejects.jsonl").read_bytes() == rejects
+        assert json.dumps(json.loads((tmp_path / f"r{workers}.json").read_text(encoding="utf-8")), indent=2) == expected_report
+        checked = runner.invoke(app, ["validate", str(source), "--workers", workers, "--json", *flags])
+        assert checked.exit_code == 1 and json.loads(checked.stdout) == report.to_dict()
