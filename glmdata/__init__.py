@@ -7,15 +7,17 @@ The small public API behind the ``glmdata`` command::
 Heavy libraries (torch, transformers, datasets) are never imported here.
 """
 
-from glmdata.convert import Options, Result, convert_batch, convert_file, convert_row, convert_rows
+from glmdata.convert import Chunk, Options, Result, convert_batch, convert_chunks, convert_file, convert_row, convert_rows
 from glmdata.io import write_jsonl
 from glmdata.report import Report
 
 __all__ = [
+    "Chunk",
     "Options",
     "Report",
     "Result",
     "convert_batch",
+    "convert_chunks",
     "convert_file",
     "convert_row",
     "convert_rows",

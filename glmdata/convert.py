@@ -1,7 +1,8 @@
 """The data path: any supported row -> repaired, checked GLM-4 messages row, or a rejection.
 
 ``convert_row`` handles one parsed row; ``convert_file`` streams a file and adds what needs the
-whole file (duplicates); ``convert_batch`` runs inside ``datasets.Dataset.map(batched=True)``.
+whole file (duplicates); ``convert_chunks`` does the same in batches for the commands, which only
+write and count; ``convert_batch`` runs inside ``datasets.Dataset.map(batched=True)``.
 Every row in comes out as exactly one :class:`Result`: kept, rejected, or dropped as a duplicate.
 """
 
