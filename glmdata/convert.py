@@ -280,18 +280,23 @@ def _die_with_parent() -> None:
 def _convert_batch_worker(batch: list[tuple], options: Options) -> list[tuple]:
     """Convert in a worker; only what the main process lacks travels back (not the raw bytes,
     not the row as dicts: its JSON text is cheaper to send and to decode)."""
-    from glmdata.io import parse_row
-
     out = []
-    for index, line, raw, error, value, from_text in batch:
-        if error is None and from_text:
-            value, error = parse_row(raw)
-        if error is not None:
-            out.append((None, b"", [error], [], True, 0))
-            continue
-        r = convert_row(value, options, index=index, line=line, raw=raw)
+    for item in batch:
+        r = _convert_portable(item, options)
         out.append((r.format, r.encoded, r.issues, r.repairs, r.rejected, digest(r.encoded) if r.encoded else 0))
     return out
+
+
+def _convert_portable(item: tuple, options: Options) -> Result:
+    """Convert one ``_portable`` record, parsing its bytes first when it came as JSON text."""
+    from glmdata.io import parse_row
+
+    index, line, raw, error, value, from_text = item
+    if error is None and from_text:
+        value, error = parse_row(raw)
+    if error is not None:
+        return Result(index, line, raw, issues=[error], rejected=True)
+    return convert_row(value, options, index=index, line=line, raw=raw)
 
 
 def digest(encoded: bytes) -> int:
@@ -404,27 +409,21 @@ def _batches(records: Iterable[Record]) -> Iterator[list[tuple]]:
 def _chunk(batch: list[tuple], options: Options) -> Chunk:
     """Convert one batch (``_portable`` records) into a Chunk; duplicates within the file are
     marked later, in order, by ``_mark_duplicates``."""
-    from glmdata.io import parse_row
     from glmdata.report import Report
 
     chunk = Chunk(Report(), b"", [], len(batch), [], [] if options.strict else None)
     lines = []
-    for index, line, raw, error, value, from_text in batch:
-        if error is None and from_text:
-            value, error = parse_row(raw)
-        if error is not None:
-            result = Result(index, line, raw, issues=[error], rejected=True)
-        else:
-            result = convert_row(value, options, index=index, line=line, raw=raw)
-            result.row = None  # travels back without it: the command needs the bytes
+    for item in batch:
+        result = _convert_portable(item, options)
+        result.row = None  # travels back without it: the command needs the bytes
         chunk.report.add(result)
         if result.rejected:
             chunk.rejected.append(result)
         else:
             lines.append(result.encoded)
-            chunk.kept.append((index, digest(result.encoded), len(result.encoded) + 1))
+            chunk.kept.append((result.index, digest(result.encoded), len(result.encoded) + 1))
             if chunk.sources is not None:
-                chunk.sources.append((line, raw))
+                chunk.sources.append((result.line, result.raw))
     chunk.output = b"\n".join(lines) + b"\n" if lines else b""
     return chunk
 
