@@ -313,19 +313,16 @@ def _layout_checked(chunks, source: str):
     """Pass chunks through, but stop with a usage error when the file is one JSON value written
     over several lines: neither JSONL nor a JSON array, so every line would be a rejected row."""
     chunks = iter(chunks)
-    for chunk in chunks:  # the first chunk only
-        first_two = chunk.rejected[:2]
-        if (
-            [r.index for r in first_two] == [0, 1]
-            and all(_is_json_error(r) for r in first_two)
-            and _object_cut_short(first_two[0].raw)
-        ):
-            raise UserError(
-                f"{source} holds a JSON object written over several lines, which is neither JSONL nor a JSON array; "
-                f"wrap it in [ ] (a JSON array of rows), or write one object per line (jq -c . {source} > rows.jsonl)"
-            )
-        yield chunk
-        break
+    first = next(chunks, None)
+    if first is None:
+        return
+    first_two = first.rejected[:2]  # rows 0 and 1 are in the first chunk
+    if [r.index for r in first_two] == [0, 1] and all(map(_is_json_error, first_two)) and _object_cut_short(first_two[0].raw):
+        raise UserError(
+            f"{source} holds a JSON object written over several lines, which is neither JSONL nor a JSON array; "
+            f"wrap it in [ ] (a JSON array of rows), or write one object per line (jq -c . {source} > rows.jsonl)"
+        )
+    yield first
     yield from chunks
 
 

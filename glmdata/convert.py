@@ -344,6 +344,10 @@ class _Seen:
                 keys[slot], rows[slot] = key, row
 
 
+def _duplicate(first: int) -> Issue:
+    return Issue("duplicate", "row", f"exact duplicate of row {first}")
+
+
 def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Result]:
     seen = _Seen()
     for result in results:
@@ -354,7 +358,7 @@ def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Re
                 if options.dedupe:
                     result.deduplicated = True
                 else:
-                    result.issues.append(Issue("duplicate", "row", f"exact duplicate of row {first}"))
+                    result.issues.append(_duplicate(first))
                     result.rejected = options.strict
         yield result
 
@@ -369,7 +373,6 @@ class Chunk:
     report: Any  #: glmdata.report.Report of the batch, duplicates across the file included
     output: bytes  #: the kept rows, one compact JSON line each, in order
     rejected: list[Result]  #: rejected rows in order, with their bytes and findings (``row`` not kept)
-    rows: int = 0  #: rows in the batch
     # per kept row before duplicates are marked: (index, digest, bytes of its line); and, with
     # --strict (where a duplicate is rejected and needs its source), (line, raw)
     kept: list[tuple[int, int, int]] = field(default_factory=list)
@@ -411,7 +414,7 @@ def _chunk(batch: list[tuple], options: Options) -> Chunk:
     marked later, in order, by ``_mark_duplicates``."""
     from glmdata.report import Report
 
-    chunk = Chunk(Report(), b"", [], len(batch), [], [] if options.strict else None)
+    chunk = Chunk(Report(), b"", [], [], [] if options.strict else None)
     lines = []
     for item in batch:
         result = _convert_portable(item, options)
@@ -436,15 +439,15 @@ def _mark_duplicates(chunk: Chunk, seen: _Seen, options: Options) -> None:
         first = seen.first(key, index)
         if first == index:
             continue
-        report.codes["duplicate"] += 1
-        report.example("duplicate", index)
-        if options.dedupe:
+        if options.dedupe:  # as Report.add counts a deduplicated row
+            report.codes["duplicate"] += 1
+            report.example("duplicate", index)
             report.rows_out -= 1
             report.deduplicated += 1
             dropped.append(position)
             continue
-        issue = Issue("duplicate", "row", f"exact duplicate of row {first}")
-        report.first_messages.setdefault("duplicate", f"row {index} {issue.path}: {issue.message}")
+        issue = _duplicate(first)
+        report.count(issue, index)
         if options.strict:
             report.rows_out -= 1
             report.rejected += 1

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from glmdata.convert import Result
-from glmdata.issues import CODES
+from glmdata.issues import CODES, Issue
 from glmdata.repairs import REPAIRS
 
 EXAMPLES = 5
@@ -42,12 +42,16 @@ class Report:
             self.repairs[name] += 1
             self.example(f"repair:{name}", result.index)
         for issue in result.issues:
-            self.codes[issue.code] += 1
-            self.example(issue.code, result.index)
-            self.first_messages.setdefault(issue.code, f"row {result.index} {issue.path}: {issue.message}")
+            self.count(issue, result.index)
         if result.deduplicated:
             self.codes["duplicate"] += 1
             self.example("duplicate", result.index)
+
+    def count(self, issue: Issue, index: int) -> None:
+        """Count one finding of row ``index``: its code, an example row, the code's first message."""
+        self.codes[issue.code] += 1
+        self.example(issue.code, index)
+        self.first_messages.setdefault(issue.code, f"row {index} {issue.path}: {issue.message}")
 
     def merge(self, other: Report) -> None:
         """Add the account of the rows that follow, kept in ``other`` (a chunk's report)."""

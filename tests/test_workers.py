@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from glmdata.checks import _simple_checker
@@ -69,8 +70,6 @@ def test_simple_argument_checker_agrees_with_jsonschema() -> None:
         for value in values:
             assert check(value) == validator.is_valid(value), (schema, value)
 
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("flags", [[], ["--dedupe"], ["--strict"], ["--strict", "--dedupe"]], ids=["default", "dedupe", "strict", "strict-dedupe"])
