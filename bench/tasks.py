@@ -104,7 +104,7 @@ def convert(jsonl_path: str, out_path: str, workers: int | None = None) -> dict[
         for result in convert_file(jsonl_path, Options(), **kwargs):
             rows += 1
             if result.ok:
-                out.write(dump_row(result.row))
+                out.write(result.encoded + b"\n")
                 kept += 1
             elif result.rejected:
                 bad.write(dump_row(result.reject_record(jsonl_path)))

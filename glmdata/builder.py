@@ -73,6 +73,9 @@ class MessagesBuilder:
             return
         if self.tools is None:
             self.tools, self.tools_path = [], path
+        if not self.tools and len({_tool_name(t) for t in tools}) == len(tools):
+            self.tools.extend(tools)  # distinct names: no two are the same tool
+            return
         seen = {_tool_key(t) for t in self.tools}
         for tool in tools:
             key = _tool_key(tool)
@@ -91,6 +94,11 @@ class MessagesBuilder:
             else:
                 messages.insert(0, {"role": "system", "content": "", "tools": self.tools})
         return {"messages": messages}
+
+
+def _tool_name(tool: dict) -> str:
+    function = tool.get("function")
+    return function["name"] if function is not None else tool["type"]
 
 
 def _tool_key(tool: dict) -> bytes | str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import orjson
@@ -52,60 +52,74 @@ def check_row(row: dict) -> list[Issue]:
     """All issues of one canonical row (errors and warnings)."""
     messages = row["messages"]
     issues: list[Issue] = []
-    tools: dict[str, _Tool] = {}
+    tools: dict[str, tuple[_Tool, dict]] = {}
     systems = 0
     has_assistant = False
+    previous_call = None
+    last = len(messages) - 1
     for i, message in enumerate(messages):
-        path = f"messages[{i}]"
         role = message["role"]
-        for k, tool in enumerate(message.get("tools") or ()):
-            function = tool.get("function")
-            if function is not None:
-                tools[function["name"]] = _check_tool(function, f"{path}.tools[{k}].function", issues)
+        content = message["content"]
+        declared = message.get("tools")
+        if declared:
+            for k, tool in enumerate(declared):
+                function = tool.get("function")
+                if function is not None:
+                    tools[function["name"]] = (_check_tool(function, f"messages[{i}].tools[{k}].function", issues), function)
         if role == "system":
             systems += 1
             if i != 0 or systems > 1:
-                issues.append(Issue("system-position", path, "system message is not the first message" if i else "more than one system message"))
-        has_assistant = has_assistant or role == "assistant"
-        _check_text(message, path, issues)
-        call = tool_call(message)
+                issues.append(Issue("system-position", f"messages[{i}]", "system message is not the first message" if i else "more than one system message"))
+        elif role == "assistant":
+            has_assistant = True
+        if (not content or content.isspace()) and not (role == "system" and declared and content == ""):
+            what = "empty" if not content else "whitespace only"
+            issues.append(Issue("empty-content", f"messages[{i}].content", f"{role} content is {what}"))
+        # every special token contains "<" or "[": C-speed scans spare most texts the regexes
+        metadata = message.get("metadata")
+        if "<" in content or "[" in content or "{{" in content or (metadata and ("<" in metadata or "[" in metadata)):
+            _check_tokens(message, f"messages[{i}]", issues)
+        if len(content) >= WHITESPACE_MIN_CHARS:
+            _check_size(content, f"messages[{i}].content", issues)
+        call = tool_call(message) if role == "assistant" and (metadata or content[:1] == "{") else None
         if call is not None:
-            _check_call(call, tools, path, issues)
-            if i + 1 >= len(messages) or messages[i + 1]["role"] != "observation":
-                issues.append(Issue("call-without-observation", path, f"call to {call[0]!r} has no observation after it"))
-        elif role == "observation" and (i == 0 or tool_call(messages[i - 1]) is None):
+            _check_call(call, tools, f"messages[{i}]", issues)
+            if i == last or messages[i + 1]["role"] != "observation":
+                issues.append(Issue("call-without-observation", f"messages[{i}]", f"call to {call[0]!r} has no observation after it"))
+        elif role == "observation" and previous_call is None:
             before = messages[i - 1]["role"] if i else "nothing"
             issues.append(
-                Issue("observation-without-call", path, f"observation follows {before}, not a tool call (was the call written as prose?)")
+                Issue("observation-without-call", f"messages[{i}]", f"observation follows {before}, not a tool call (was the call written as prose?)")
             )
+        previous_call = call
     if not has_assistant:
         issues.append(Issue("no-assistant", "messages", "no assistant turn"))
     elif messages[-1]["role"] != "assistant":
-        issues.append(Issue("not-ending-assistant", f"messages[{len(messages) - 1}]", f"conversation ends with {messages[-1]['role']}"))
+        issues.append(Issue("not-ending-assistant", f"messages[{last}]", f"conversation ends with {messages[-1]['role']}"))
     return issues
 
 
-def _check_text(message: dict, path: str, issues: list[Issue]) -> None:
-    content = message["content"]
-    if (not content or content.isspace()) and not (message["role"] == "system" and message.get("tools") and content == ""):
-        what = "empty" if not content else "whitespace only"
-        issues.append(Issue("empty-content", f"{path}.content", f"{message['role']} content is {what}"))
+def _check_tokens(message: dict, path: str, issues: list[Issue]) -> None:
+    """Special tokens in the content or metadata; template placeholders in the content."""
     for field in ("content", "metadata"):
         text = message.get(field)
-        # every special token contains "<" or "[": two C-speed scans spare most texts the regex
-        found = _SPECIAL.search(text) if text and ("<" in text or "[" in text) else None
+        found = _SPECIAL.search(text) if text else None
         if found:
             issues.append(Issue("special-token", f"{path}.{field}", f"contains the special token {found.group()} at char {found.start()}"))
+    content = message["content"]
     if "{{" in content:
         found = _PLACEHOLDER.search(content)
         if found:
             issues.append(Issue("placeholder", f"{path}.content", f"template placeholder {found.group()} left in the text"))
+
+
+def _check_size(content: str, path: str, issues: list[Issue]) -> None:
+    """Oversized content, and content that is mostly whitespace (a padded table)."""
     if len(content) > OVERSIZED_CHARS:
-        issues.append(Issue("oversized-content", f"{path}.content", f"{len(content):,} characters"))
-    if len(content) >= WHITESPACE_MIN_CHARS:
-        blank = len(content) - len("".join(content.split()))
-        if blank > WHITESPACE_SHARE * len(content):
-            issues.append(Issue("whitespace-content", f"{path}.content", f"{blank:,} of {len(content):,} characters are whitespace"))
+        issues.append(Issue("oversized-content", path, f"{len(content):,} characters"))
+    blank = len(content) - len("".join(content.split()))
+    if blank > WHITESPACE_SHARE * len(content):
+        issues.append(Issue("whitespace-content", path, f"{blank:,} of {len(content):,} characters are whitespace"))
 
 
 def _key(value: Any) -> str:
@@ -119,15 +133,13 @@ def _key(value: Any) -> str:
 class _Tool:
     """What the checks need to know about one declared tool, computed once per distinct tool."""
 
-    __slots__ = ("name", "problem", "special", "required", "properties", "checkable", "root", "fast")
+    __slots__ = ("name", "problem", "required", "properties", "checkable", "root", "checks", "plain")
 
-    def __init__(self, function: dict, text: bytes):
+    def __init__(self, function: dict):
         self.name = function["name"]
         parameters = function.get("parameters") or {}
         root = _key(parameters)
         self.problem = _problem(parameters, root)
-        found = _SPECIAL_BYTES.search(text)
-        self.special = found.group().decode() if found else None
         required = parameters.get("required")
         # an invalid schema (required not a list of names) is reported by invalid-tool-schema
         self.required = [k for k in required if isinstance(k, str)] if isinstance(required, list) else []
@@ -140,16 +152,17 @@ class _Tool:
             if isinstance(sub, dict) and sub and (self.problem is None or _problem({"type": "object", "properties": {"x": sub}}) is None)
         }
         self.root = root
-        self.fast = {key: _simple_checker(sub) for key, sub in self.checkable.items()}
+        fast = {key: _simple_checker(sub) for key, sub in self.checkable.items()}
+        #: property -> does an argument value match its schema? (plain Python when it can be)
+        self.checks = {key: check or partial(self._jsonschema_ok, key) for key, check in fast.items()}
+        #: valid, and every argument check is plain Python: nothing here depends on description texts
+        self.plain = self.problem is None and all(check is not None for check in fast.values())
 
-    def argument_ok(self, key: str, value: Any) -> bool:
-        """Does ``value`` match the schema of property ``key``? Validated within the tool's schema,
-        so that ``$ref: "#/$defs/..."`` resolves; when the tool's schema is broken (reported as
-        invalid-tool-schema), against the property's own schema. A reference that resolves
-        nowhere cannot be checked: True."""
-        fast = self.fast[key]
-        if fast is not None:
-            return fast(value)
+    def _jsonschema_ok(self, key: str, value: Any) -> bool:
+        """Does ``value`` match the schema of property ``key``, by jsonschema? Validated within the
+        tool's schema, so that ``$ref: "#/$defs/..."`` resolves; when the tool's schema is broken
+        (reported as invalid-tool-schema), against the property's own schema. A reference that
+        resolves nowhere cannot be checked: True."""
         from referencing.exceptions import Unresolvable
 
         schema = self.checkable[key]
@@ -164,7 +177,7 @@ class _Tool:
 
 
 _TYPES: dict[str, Any] = {
-    "string": lambda v: isinstance(v, str),
+    "string": lambda v: isinstance(v, str),  # parsed JSON: str, never a subclass
     "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
@@ -224,12 +237,15 @@ def _simple_checker(schema: Any) -> Any:
         extra_check = _simple_checker(schema["additionalProperties"])
         if extra_check is None:
             return None
-    checks = [_TYPES[k] for k in kinds] if kinds is not None else None
+    type_ok = _type_check(kinds)
+    if enum is not None:
+        enum_ok = _enum_check(enum)
+        type_ok = enum_ok if type_ok is None else (lambda value, t=type_ok: t(value) and enum_ok(value))
+    if item_check is None and not property_checks and not required and extra_check is None:
+        return type_ok or (lambda value: True)  # the usual property: a type, maybe an enum
 
     def check(value: Any) -> bool:
-        if checks is not None and not any(c(value) for c in checks):
-            return False
-        if enum is not None and not any(_json_equal(value, e) for e in enum):
+        if type_ok is not None and not type_ok(value):
             return False
         if item_check is not None and isinstance(value, list):
             return all(item_check(v) for v in value)
@@ -237,9 +253,7 @@ def _simple_checker(schema: Any) -> Any:
             if required and not all(k in value for k in required):
                 return False
             for key, item in value.items():
-                sub = property_checks.get(key)
-                if sub is None:
-                    sub = extra_check
+                sub = property_checks.get(key, extra_check)
                 if sub is not None and not sub(item):
                     return False
         return True
@@ -247,20 +261,60 @@ def _simple_checker(schema: Any) -> Any:
     return check
 
 
-@lru_cache(maxsize=1024)
-def _tool(key: bytes) -> _Tool:
-    return _Tool(orjson.loads(key), key)
+def _type_check(kinds: list[str] | None) -> Any:
+    """A predicate for JSON Schema ``type`` (None when there is no ``type``): one ``isinstance``
+    for the usual single type, since it runs for every argument of every call."""
+    if kinds is None:
+        return None
+    if len(kinds) == 1:
+        return _TYPES[kinds[0]]
+    checks = tuple(_TYPES[k] for k in kinds)
+    return lambda value: any(c(value) for c in checks)
+
+
+def _enum_check(enum: list) -> Any:
+    """A predicate for an ``enum`` of scalars: a set lookup when every value is a string."""
+    if all(type(e) is str for e in enum):
+        allowed = frozenset(enum)
+        return lambda value: type(value) is str and value in allowed
+    return lambda value: any(_json_equal(value, e) for e in enum)
+
+
+# A string under the key "description", in compact JSON: tool declarations that differ only in
+# these texts (descriptions vary row by row; names, types and required lists repeat) share one
+# _Tool when it is `plain` (valid, and checked without jsonschema), so that its set-up runs once.
+_DESCRIPTION = re.compile(rb'"description":"[^"\\]*(?:\\.[^"\\]*)*"')
+_TOOLS: dict[bytes, _Tool] = {}
+_TOOLS_MAX = 1024
+
+
+def _tool(text: bytes) -> _Tool:
+    """The _Tool of a function given as its compact JSON, from the cache when it can be."""
+    shape = _DESCRIPTION.sub(b'"description":""', text)
+    tool = _TOOLS.get(shape)
+    if tool is None:
+        tool = _TOOLS.get(text)
+        if tool is None:
+            tool = _Tool(orjson.loads(text))
+            if len(_TOOLS) >= _TOOLS_MAX:
+                del _TOOLS[next(iter(_TOOLS))]  # the oldest entry
+            _TOOLS[shape if tool.plain else text] = tool
+    return tool
 
 
 def _check_tool(function: dict, path: str, issues: list[Issue]) -> _Tool:
     try:
-        tool = _tool(orjson.dumps(function))
+        text = orjson.dumps(function)
     except TypeError:  # integers beyond 64 bits: not worth caching
-        tool = _Tool(function, json.dumps(function, ensure_ascii=False).encode())
+        text = json.dumps(function, ensure_ascii=False).encode()
+        tool = _Tool(function)
+    else:
+        tool = _tool(text)
     if tool.problem:
         issues.append(Issue("invalid-tool-schema", f"{path}.parameters", f"tool {tool.name!r}: {tool.problem}"))
-    if tool.special:
-        issues.append(Issue("special-token", path, f"tool {tool.name!r} contains the special token {tool.special}"))
+    found = _SPECIAL_BYTES.search(text)
+    if found:
+        issues.append(Issue("special-token", path, f"tool {tool.name!r} contains the special token {found.group().decode()}"))
     return tool
 
 
@@ -353,7 +407,7 @@ def _validator(schema_json: str):
     return Draft202012Validator(json.loads(schema_json))
 
 
-def _check_call(call: tuple[str, Any, str], tools: dict[str, _Tool], path: str, issues: list[Issue]) -> None:
+def _check_call(call: tuple[str, Any, str], tools: dict[str, tuple[_Tool, dict]], path: str, issues: list[Issue]) -> None:
     name, arguments, style = call
     if style == "native":
         if "\n" in name or name != name.strip():
@@ -366,11 +420,12 @@ def _check_call(call: tuple[str, Any, str], tools: dict[str, _Tool], path: str, 
     if not isinstance(arguments, dict):
         issues.append(Issue("arguments-not-object", f"{path}.content", f"call arguments are a {type(arguments).__name__}, not an object"))
         return
-    tool = tools.get(name)
-    if tool is None:
+    declared_tool = tools.get(name)
+    if declared_tool is None:
         declared = ", ".join(tools) or "none"
         issues.append(Issue("undeclared-tool", path, f"call to {name!r}, which is not declared (declared: {declared})"))
         return
+    tool, function = declared_tool
     for key in tool.required:
         if key not in arguments:
             issues.append(Issue("missing-argument", path, f"call to {name!r} lacks required argument {key!r}"))
@@ -379,6 +434,6 @@ def _check_call(call: tuple[str, Any, str], tools: dict[str, _Tool], path: str, 
     for key, value in arguments.items():
         if key not in tool.properties:
             issues.append(Issue("unknown-argument", path, f"call to {name!r} passes {key!r}, which the tool does not declare"))
-        elif key in tool.checkable and not tool.argument_ok(key, value):
-            schema = tool.properties[key]
+        elif (check := tool.checks.get(key)) is not None and not check(value):
+            schema = function["parameters"]["properties"][key]  # this row's, with its own description
             issues.append(Issue("argument-type", f"{path}.{key}", f"{key}={json.dumps(value, ensure_ascii=False)[:60]} does not match {json.dumps(schema, ensure_ascii=False)[:80]}"))

@@ -121,7 +121,7 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
             result.encoded = _encode(row)
             result.row = row
             result.issues.extend(fx.warnings)
-            result.issues.extend(check_row(result.row))
+            result.issues.extend(check_row(row))
     except RowError as exc:
         result.issues.extend(exc.issues)
     except RecursionError:

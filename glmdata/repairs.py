@@ -199,9 +199,13 @@ def parse_json_call(content: str) -> tuple[str, Any] | None:
     return None
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
-    """JSON text as the GLM-4 data and tutorials write it: non-ASCII kept, ``", "`` and ``": "``."""
-    return json.dumps(value, ensure_ascii=False)
+    """JSON text as the GLM-4 data and tutorials write it: non-ASCII kept, ``", "`` and ``": "``
+    (``json.dumps(value, ensure_ascii=False)``, with its encoder built once)."""
+    return _ENCODER.encode(value)
 
 
 def _json_type(value: Any) -> str:
@@ -278,8 +282,23 @@ def _function(function: dict, fx: Fixer, path: str) -> dict:
         function["parameters"] = _infer_schema(examples, fx, f"{path}.args")
     elif "parameters" in function and not _is_schema(function["parameters"]):
         function["parameters"] = _infer_schema(function["parameters"], fx, f"{path}.parameters")
-    validate(_FUNCTION, function, path)  # e.g. a description that is not text: rejected with its path
+    if not _plainly_function(function):
+        validate(_FUNCTION, function, path)  # e.g. a description that is not text: rejected with its path
     return function
+
+
+def _plainly_function(function: dict) -> bool:
+    """True when ``Function`` certainly accepts ``function`` (parsed JSON: exact types), sparing
+    the usual tool a Pydantic round; otherwise ``validate`` decides and says what is wrong."""
+    name = function["name"]  # checked by the caller: a non-blank string
+    return (
+        type(name) is str
+        and type(function.get("description", "")) is str
+        and type(function.get("parameters", _EMPTY)) is dict
+    )
+
+
+_EMPTY: dict = {}
 
 
 _FUNCTION = TypeAdapter(Function)

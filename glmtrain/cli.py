@@ -73,7 +73,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
         err.print(f"[bold red]error:[/] glmtrain needs the training dependencies, and {escape(missing)} is not installed", highlight=False)
         err.print(
             "[dim]fix:[/] pip install torch==2.13.0 (or the CUDA build for your GPU, first: a plain install pulls "
-            "a multi-GB CUDA build), then pip install 'glmdata\[train]' (from a checkout: pip install -e '.\[train]')"
+            r"a multi-GB CUDA build), then pip install 'glmdata\[train]' (from a checkout: pip install -e '.\[train]')"
         )
         raise typer.Exit(2) from None
 

@@ -495,3 +495,50 @@ def test_simple_checker_covers_nested_objects_and_formats():
     assert checks._simple_checker({"type": "string", "format": "date"})("not a date")  # format is an annotation here
     assert checks._simple_checker({"enum": [1, "a"]})(1.0) and not checks._simple_checker({"enum": [1]})(True)
     assert checks._simple_checker({"type": "string", "pattern": "^a"}) is None  # jsonschema decides
+    assert checks._simple_checker({"enum": ["C", "F"]})("C") and not checks._simple_checker({"enum": ["C", "F"]})(1)
+
+
+# ---------------------------------------------------------------- tools that differ only in descriptions
+
+def _described(description: str, properties: dict) -> dict:
+    declared = tool(properties=properties, required=[], description=description)
+    declared["function"]["parameters"]["description"] = description
+    return declared
+
+
+def test_tools_that_differ_only_in_descriptions_share_one_set_up():
+    """Descriptions vary row by row in real data (translations, replicas); names and schemas
+    repeat. The checks of a tool are set up once per shape, not once per description."""
+    properties = {"location": {"type": "string", "description": "city"}, "days": {"type": "integer"}}
+    first, second = (_described(d, properties)["function"] for d in ('天气 "quoted" \\ back', "weather"))
+    assert checks._tool(json.dumps(first, ensure_ascii=False, separators=(",", ":")).encode()) is checks._tool(
+        json.dumps(second, ensure_ascii=False, separators=(",", ":")).encode()
+    )
+    # a finding quotes the row's own schema, not the one the set-up was made from
+    row = with_messages(tool_row(_described("second", {"days": {"type": "integer", "description": "how many days"}})), m2=call(arguments={"days": "3"}))
+    convert(with_messages(tool_row(_described("first", {"days": {"type": "integer", "description": "OTHER"}})), m2=call(arguments={"days": 3})))
+    assert "how many days" in assert_fires(row, "argument-type", "messages[2].days").issues[0].message
+
+
+def test_a_description_that_is_a_property_is_not_taken_for_one():
+    """``properties: {"description": ...}`` names a parameter: its schema counts, whatever the text."""
+    assert_clean(with_messages(tool_row(tool(properties={"description": {"type": "string"}})), m2=call(arguments={"description": "x"})))
+    broken = tool_row(tool(properties={"description": "a string"}, required=[]))
+    assert "invalid-tool-schema" in codes(convert(broken))
+    assert_fires(with_messages(tool_row(tool(properties={"description": {"type": "string"}})), m2=call(arguments={"description": 3})), "argument-type", "messages[2].description")
+
+
+@settings(max_examples=300, deadline=None)
+@given(_argument_schemas, _arguments, st.text(max_size=6), st.text(max_size=6))
+def test_findings_do_not_depend_on_which_description_was_seen_first(schema, value, first, second):
+    def findings(description: str) -> list[tuple[str, str, str]]:
+        # a description inside a const is a value to match, not an annotation
+        properties = {"a": schema, "b": {"const": {"description": description}}}
+        row = with_messages(tool_row(_described(description, properties)), m2=call(arguments={"a": value, "b": {"description": second}}))
+        return [(i.code, i.path, i.message) for i in convert(row).issues]
+
+    checks._TOOLS.clear()
+    expected = findings(second)
+    checks._TOOLS.clear()
+    findings(first)
+    assert findings(second) == expected

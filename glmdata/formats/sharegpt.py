@@ -62,10 +62,12 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
     if data.system:
         builder.add("system", data.system)
     for i, turn in enumerate(data.conversations):
-        path = f"conversations[{i}]"
-        role = canonical_role(turn.from_, fx, f"{path}.from", NATIVE_ROLES)
+        # paths are formatted only where a repair or a rejection needs one: most turns need none
+        role = NATIVE_ROLES.get(turn.from_) or canonical_role(turn.from_, fx, f"conversations[{i}].from", NATIVE_ROLES)
         if role == "function_call":
-            fx.apply("function-call", path, "function_call turn")
-            builder.call_from_text(turn.value, f"{path}.value")
+            fx.apply("function-call", f"conversations[{i}]", "function_call turn")
+            builder.call_from_text(turn.value, f"conversations[{i}].value")
+        elif role == "assistant":
+            builder.add(role, turn.value, path=f"conversations[{i}].value")
         else:
-            builder.add(role, turn.value, path=f"{path}.value")
+            builder.add(role, turn.value)
