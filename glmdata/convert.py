@@ -12,6 +12,7 @@ import hashlib
 from array import array
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,7 +22,7 @@ import orjson
 from glmdata import formats
 from glmdata.builder import MessagesBuilder
 from glmdata.checks import check_row, prepare
-from glmdata.io import Record, json_bytes, read_records
+from glmdata.io import Lines, Record, json_bytes, read_blocks, read_records
 from glmdata.issues import Issue, RowError
 from glmdata.repairs import REPAIRS, Fixer, strip_nulls
 
@@ -176,14 +177,13 @@ def convert_rows(rows: Iterable[Any], options: Options = Options()) -> Iterator[
 
 def convert_records(records: Iterable[Record], options: Options = Options()) -> Iterator[Result]:
     """Convert rows read by :func:`glmdata.io.read_records`, keeping their positions and bytes."""
-    def results() -> Iterator[Result]:
-        for record in records:
-            if record.error is not None:
-                yield Result(record.index, record.line, record.raw, issues=[record.error], rejected=True)
-            else:
-                yield convert_row(record.value, options, index=record.index, line=record.line, raw=record.raw)
+    return _with_duplicates((_convert_record(record, options) for record in records), options)
 
-    return _with_duplicates(results(), options)
+
+def _convert_record(record: Record, options: Options) -> Result:
+    if record.error is not None:
+        return Result(record.index, record.line, record.raw, issues=[record.error], rejected=True)
+    return convert_row(record.value, options, index=record.index, line=record.line, raw=record.raw)
 
 
 def convert_file(path: str | os.PathLike, options: Options = Options(), *, workers: int = 1, decode: bool = True) -> Iterator[Result]:
@@ -203,6 +203,8 @@ def convert_file(path: str | os.PathLike, options: Options = Options(), *, worke
 # bounded (a few batches per worker) whatever the rows' sizes.
 BATCH = 512
 BATCH_BYTES = 4 << 20
+# JSONL goes to the commands' workers as blocks of whole lines of about this size (io.Lines).
+BLOCK_BYTES = 1 << 20
 
 
 def _parallel(records: Iterable[Record], options: Options, workers: int, decode: bool) -> Iterator[Result]:
@@ -218,22 +220,56 @@ def _parallel(records: Iterable[Record], options: Options, workers: int, decode:
             yield result
 
 
-def _in_pool(work: Any, batches: Iterator[list[tuple]], options: Options, workers: int) -> Iterator[tuple[list[tuple], Any]]:
-    """``(batch, work(batch, options))`` for every batch, in order, computed in ``workers``
-    processes with two batches per worker in flight."""
+def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int) -> Iterator[tuple[Any, Any]]:
+    """``(batch, work(batch, options))`` for every batch, in order, computed by ``workers``
+    processes: this one and ``workers - 1`` forked ones. Each forked one has two batches in
+    flight; whenever the oldest is not done yet, this process converts the next batch itself
+    rather than wait (it also reads, sends and merges: a worker of its own would compete with it
+    for a core). At most a few batches per process are held, however large the input."""
+    prepare()  # once here, inherited by every worker
+    # The pool's threads in this process send batches and take results in; while this thread
+    # converts, they would wait up to the default 5 ms for the GIL at each step (a result comes in
+    # pieces of a pipe's size) and leave the workers idle.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+    try:
+        yield from _in_pool_ordered(work, batches, options, workers)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, workers: int) -> Iterator[tuple[Any, Any]]:
     import multiprocessing
     from collections import deque
+    from multiprocessing.pool import AsyncResult
 
-    prepare()  # once here, inherited by every worker
-    with multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
-        pending: deque = deque()
+    with multiprocessing.get_context().Pool(workers - 1, initializer=_ignore_sigint) as pool:
+        pending: deque = deque()  # (batch, its result, or the pool's promise of it)
+        sent, exhausted = 0, False
         while True:
-            while len(pending) < 2 * workers and (batch := next(batches, None)) is not None:
-                pending.append((batch, pool.apply_async(work, (batch, options))))
+            while sent < 2 * (workers - 1) and not exhausted:
+                batch = next(batches, None)
+                if batch is None:
+                    exhausted = True
+                else:
+                    pending.append((batch, pool.apply_async(work, (batch, options))))
+                    sent += 1
             if not pending:
                 return
-            batch, outcome = pending.popleft()
-            yield batch, outcome.get()
+            batch, outcome = pending[0]
+            promised = isinstance(outcome, AsyncResult)
+            if promised and not outcome.ready() and not exhausted and len(pending) < 4 * workers:
+                mine = next(batches, None)
+                if mine is None:
+                    exhausted = True
+                else:
+                    pending.append((mine, work(mine, options)))
+                continue
+            pending.popleft()
+            if promised:
+                sent -= 1
+                outcome = outcome.get()
+            yield batch, outcome
 
 
 def _portable(record: Record) -> tuple:
@@ -294,9 +330,7 @@ def _convert_portable(item: tuple, options: Options) -> Result:
     index, line, raw, error, value, from_text = item
     if error is None and from_text:
         value, error = parse_row(raw)
-    if error is not None:
-        return Result(index, line, raw, issues=[error], rejected=True)
-    return convert_row(value, options, index=index, line=line, raw=raw)
+    return _convert_record(Record(index, line, raw, value, error), options)
 
 
 def digest(encoded: bytes) -> int:
@@ -384,22 +418,30 @@ def convert_chunks(path: str | os.PathLike, options: Options = Options(), *, wor
     across the whole file marked. Writing every chunk's ``output`` gives the same bytes, and
     merging every chunk's ``report`` the same account, as :func:`convert_file` with one
     ``Report.add`` per row. Raises :class:`glmdata.io.InputError` like ``convert_file``."""
-    records = read_records(path, parse=False)
+    batches = _batches(read_blocks(path, BLOCK_BYTES))
     if workers > 1:
-        chunks = (chunk for _, chunk in _in_pool(_chunk, _batches(records), options, workers))
+        chunks = _in_pool(_chunk, (b.detached() if isinstance(b, Lines) else b for b in batches), options, workers)
     else:
-        chunks = (_chunk(batch, options) for batch in _batches(records))
+        chunks = ((batch, _chunk(batch, options)) for batch in batches)
     seen = _Seen()
-    for chunk in chunks:
+    for batch, chunk in chunks:
+        # the main process numbered the rows of every later block from this count
+        assert not isinstance(batch, Lines) or chunk.report.rows_in == batch.rows, "rows miscounted in a block"
         _mark_duplicates(chunk, seen, options)
         yield chunk
 
 
-def _batches(records: Iterable[Record]) -> Iterator[list[tuple]]:
+def _batches(records: Iterable[Record | Lines]) -> Iterator[list[tuple] | Lines]:
     """Consecutive records as ``_portable`` tuples, BATCH at most, or fewer once they hold
-    BATCH_BYTES of source."""
+    BATCH_BYTES of source; a block of JSONL lines is a batch as it is."""
     batch, size = [], 0
     for record in records:
+        if isinstance(record, Lines):
+            if batch:
+                yield batch
+                batch, size = [], 0
+            yield record
+            continue
         batch.append(_portable(record))
         size += len(record.raw)
         if len(batch) >= BATCH or size >= BATCH_BYTES:
@@ -409,15 +451,19 @@ def _batches(records: Iterable[Record]) -> Iterator[list[tuple]]:
         yield batch
 
 
-def _chunk(batch: list[tuple], options: Options) -> Chunk:
-    """Convert one batch (``_portable`` records) into a Chunk; duplicates within the file are
-    marked later, in order, by ``_mark_duplicates``."""
+def _chunk(batch: list[tuple] | Lines, options: Options) -> Chunk:
+    """Convert one batch (``_portable`` records, or a block of JSONL lines, split and parsed
+    here) into a Chunk; duplicates within the file are marked later, in order, by
+    ``_mark_duplicates``."""
     from glmdata.report import Report
 
     chunk = Chunk(Report(), b"", [], [], [] if options.strict else None)
     lines = []
-    for item in batch:
-        result = _convert_portable(item, options)
+    if isinstance(batch, Lines):
+        results = (_convert_record(record, options) for record in batch.records())
+    else:
+        results = (_convert_portable(item, options) for item in batch)
+    for result in results:
         result.row = None  # travels back without it: the command needs the bytes
         chunk.report.add(result)
         if result.rejected:

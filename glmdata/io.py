@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -70,19 +71,41 @@ def read_records(path: str | os.PathLike, *, from_format: str | None = None, par
     ``parse=False`` leaves JSONL rows unparsed (``value`` None, ``error`` None), for callers that
     parse ``raw`` elsewhere (the worker processes of ``convert_file(..., workers=N)``)."""
     with _open(path) as stream:
-        try:
-            head = stream.peek(4)[:4]
-        except (EOFError, gzip.BadGzipFile, OSError) as exc:  # a compressed stream cut short at once
-            yield Record(0, None, b"", None, Issue("truncated-input", "file", f"the compressed stream is cut short ({exc})"))
-            return
-        if head.startswith(b"PAR1"):
-            yield from _parquet(stream, path)
-            return
-        first, stream = _first_byte(stream)
-        if first == b"[":
-            yield from _json_array(stream)
-        else:
+        layout, stream = _layout(stream)
+        if layout == "jsonl":
             yield from _jsonl(stream, parse)
+        else:
+            yield from layout(stream, path)
+
+
+def read_blocks(path: str | os.PathLike, size: int = CHUNK) -> Iterator[Lines | Record]:
+    """Like ``read_records(path, parse=False)``, but a JSONL file comes as :class:`Lines` blocks of
+    about ``size`` bytes of whole lines, neither split nor parsed: the reading costs the main
+    process of ``convert --workers N`` nothing per row. Other layouts come as unparsed records."""
+    with _open(path) as stream:
+        raw = getattr(stream, "raw", None)
+        plain = str(path) != "-" and isinstance(raw, io.FileIO) and stat.S_ISREG(os.fstat(raw.fileno()).st_mode)
+        layout, stream = _layout(stream)
+        if layout == "jsonl":
+            yield from _blocks(stream, size, os.fspath(path) if plain else None)
+        else:
+            yield from layout(stream, path)
+
+
+def _layout(stream: io.BufferedReader) -> tuple[Any, io.BufferedReader]:
+    """``"jsonl"``, or the reader of the file's other layout (Parquet, JSON array, or a file cut
+    short at once), and the stream to read from."""
+    try:
+        head = stream.peek(4)[:4]
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:  # a compressed stream cut short at once
+        cut = _cut_short(0, exc)
+        return (lambda _stream, _path: iter([cut])), stream
+    if head.startswith(b"PAR1"):
+        return _parquet, stream
+    first, stream = _first_byte(stream)
+    if first == b"[":
+        return (lambda stream, _path: _json_array(stream)), stream
+    return "jsonl", stream
 
 
 @contextmanager
@@ -227,16 +250,113 @@ def _jsonl(stream: io.BufferedReader, parse: bool = True) -> Iterator[Record]:
     index = 0
     try:
         for line_no, line in enumerate(stream, 1):
-            if line_no == 1 and line.startswith(_BOM):
-                line = line[len(_BOM):]
-            raw = line.strip(_WS)
-            if not raw:
-                continue
-            value, error = parse_row(raw) if parse else (None, None)
-            yield Record(index, line_no, raw, value, error)
-            index += 1
+            raw = _line_row(line, line_no)
+            if raw:
+                value, error = parse_row(raw) if parse else (None, None)
+                yield Record(index, line_no, raw, value, error)
+                index += 1
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
-        yield Record(index, None, b"", None, Issue("truncated-input", "file", f"the compressed stream is cut short ({exc})"))
+        yield _cut_short(index, exc)
+
+
+def _line_row(line: bytes, line_no: int) -> bytes:
+    """The row on a JSONL line: the line without a leading BOM (line 1) and outer whitespace;
+    empty for a blank line, which is not a row."""
+    if line_no == 1 and line.startswith(_BOM):
+        line = line[len(_BOM):]
+    return line.strip(_WS)
+
+
+def _cut_short(index: int, exc: BaseException) -> Record:
+    return Record(index, None, b"", None, Issue("truncated-input", "file", f"the compressed stream is cut short ({exc})"))
+
+
+@dataclass(slots=True)
+class Lines:
+    """Whole consecutive lines of a JSONL file, unsplit, with the row index and line number of the
+    first and the number of rows (non-blank lines) they hold; and, from a plain file, where they
+    are in it, so that another process can read them again instead of being sent them."""
+
+    index: int
+    line: int
+    data: bytes
+    rows: int
+    source: str | None = None
+    offset: int = 0
+    size: int = 0
+
+    def detached(self) -> Lines:
+        """These lines without their bytes when the file can be read again: what travels to a
+        worker process (which reads them from the page cache) instead of a megabyte of pipe."""
+        if self.source is None:
+            return self
+        return Lines(self.index, self.line, b"", self.rows, self.source, self.offset, len(self.data))
+
+    def records(self, parse: bool = True) -> Iterator[Record]:
+        """The rows, as ``read_records`` reads them from the whole file."""
+        data = self.data
+        if not data and self.size:
+            with open(self.source, "rb") as f:  # type: ignore[arg-type]
+                data = os.pread(f.fileno(), self.size, self.offset)
+            if len(data) != self.size:
+                raise InputError(f"{self.source} changed while it was read: {self.size} bytes at {self.offset} are gone")
+        index = self.index
+        for line_no, line in enumerate(data.split(b"\n"), self.line):
+            raw = _line_row(line, line_no)
+            if raw:
+                value, error = parse_row(raw) if parse else (None, None)
+                yield Record(index, line_no, raw, value, error)
+                index += 1
+
+
+# A line that may be blank starts with whitespace (or is empty): without one, every line is a row.
+_MAYBE_BLANK = re.compile(rb"\n[ \t\r\n]")
+
+
+def _count_rows(data: bytes, line: int, newlines: int) -> int:
+    """Rows (non-blank lines) in ``data``, whole lines starting at line number ``line`` and
+    holding ``newlines``: counted at C speed unless a line starts with whitespace or a BOM, which
+    happens in few files."""
+    if not data:
+        return 0
+    if data[:1] in (b" ", b"\t", b"\r", b"\n", _BOM[:1]) or _MAYBE_BLANK.search(data):
+        return sum(1 for line_no, part in enumerate(data.split(b"\n"), line) if _line_row(part, line_no))
+    return newlines + (not data.endswith(b"\n"))
+
+
+def _blocks(stream: io.BufferedReader, size: int, source: str | None) -> Iterator[Lines | Record]:
+    """The JSONL stream as :class:`Lines`: of about ``size`` bytes (more for a longer line) from a
+    plain file, ``source``; from a pipe or a compressed stream, the whole lines there are as soon
+    as there are any, so that rows flow as they come. A compressed stream cut short ends with the
+    same record as ``_jsonl``'s, after the whole lines read before the cut."""
+    index, line, offset, pending = 0, 1, 0, b""
+    eof, failure = False, None
+    while not eof and failure is None:
+        parts, got = [pending], len(pending)
+        try:
+            while True:
+                part = stream.read1(size)
+                if not part:
+                    eof = True
+                    break
+                parts.append(part)
+                got += len(part)
+                if got >= size or (source is None and b"\n" in part):
+                    break
+        except (EOFError, gzip.BadGzipFile, OSError) as exc:
+            failure = exc
+        data = b"".join(parts)
+        cut = len(data) if eof else data.rfind(b"\n") + 1
+        block, pending = data[:cut], data[cut:]
+        newlines = block.count(b"\n")
+        rows = _count_rows(block, line, newlines)
+        if rows:
+            yield Lines(index, line, block, rows, source, offset)
+        index += rows
+        line += newlines
+        offset += len(block)
+    if failure is not None:
+        yield _cut_short(index, failure)
 
 
 class _ArrayScanner:

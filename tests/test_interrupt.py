@@ -147,7 +147,8 @@ def test_workers_die_with_a_killed_main_process(tmp_path: Path) -> None:
     blocked on the pool's queue forever."""
     if not workers_supported():
         pytest.skip("this glmdata has no --workers")
-    proc = subprocess.Popen([str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--workers", "2"], cwd=tmp_path, preexec_fn=default_signals,
+    # --workers 3: this process and two forked ones
+    proc = subprocess.Popen([str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--workers", "3"], cwd=tmp_path, preexec_fn=default_signals,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     proc.stdin.write((json.dumps(chat_row("a question", "an answer")) + "\n").encode() * 5_000)
     proc.stdin.flush()  # then nothing more: the workers wait on an empty queue

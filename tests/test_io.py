@@ -349,3 +349,74 @@ def test_write_jsonl_keeps_key_order_and_text(tmp_path: Path) -> None:
     assert write_jsonl(rows, path) == 2
     assert path.read_bytes() == '{"z":1,"a":"汉字"}\n{"messages":[]}\n'.encode()
     assert [r.value for r in read_records(path)] == rows
+
+
+# ---------------------------------------------------------------------------------------- JSONL blocks
+
+def _from_blocks(path, size: int, detach: bool = False) -> list[tuple]:
+    """read_blocks flattened back into records, each block's row count checked on the way."""
+    out = []
+    for item in gio.read_blocks(path, size):
+        if isinstance(item, gio.Lines):
+            block = item.detached() if detach else item
+            got = list(block.records(parse=False))
+            assert len(got) == item.rows and (not got or got[0].index == item.index)
+            out.extend(got)
+        else:
+            out.append(item)
+    return [(r.index, r.line, r.raw, r.value, r.error) for r in out]
+
+
+_LINE_PARTS = [b'{"a": 1}', b'{"b": "x\\ny"}', b"", b"   ", b"\r", b"\t{}\t", b"not json", b"\xef\xbb\xbf{}", b'{"c": "' + b"z" * 40 + b'"}']
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_LINE_PARTS), max_size=12), st.sampled_from([b"\n", b"\r\n"]), st.booleans(), st.integers(1, 64))
+def test_blocks_hold_the_rows_read_records_reads(lines, newline, trailing, size):
+    """Blocks of whole lines (the commands' unit of work), at any block size, give back exactly
+    the rows of read_records: blank and whitespace lines, CRLF, a BOM, no final newline, lines
+    longer than a block; also re-read from the file by offset, as a worker does."""
+    import tempfile
+
+    data = newline.join(lines) + (newline if trailing and lines else b"")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        path.write_bytes(data)
+        expected = records(path, parse=False)
+        assert _from_blocks(path, size) == expected
+        assert _from_blocks(path, size, detach=True) == expected
+        packed = Path(tmp) / "rows.jsonl.gz"
+        packed.write_bytes(gzip.compress(data))
+        assert _from_blocks(packed, size) == records(packed, parse=False)
+
+
+def test_blocks_of_a_truncated_gzip_end_like_read_records(tmp_path: Path) -> None:
+    data = b"".join(json.dumps({"n": i}).encode() + b"\n" for i in range(3000))
+    packed = tmp_path / "cut.jsonl.gz"
+    packed.write_bytes(gzip.compress(data)[:-2000])
+    expected = records(packed, parse=False)
+    assert expected[-1][-1].code == "truncated-input"
+    for size in (100, 4096, 1 << 20):
+        assert _from_blocks(packed, size) == expected
+
+
+def test_blocks_flow_from_a_pipe_as_lines_come(monkeypatch) -> None:
+    """From stdin, a block is yielded as soon as whole lines are there: rows are not held back
+    until a megabyte has come."""
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.FileIO(read_fd, "r"))))
+    os.write(write_fd, b'{"a": 1}\n{"a": 2}\n')
+    blocks = gio.read_blocks("-", 1 << 20)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.append(next(blocks)))
+    reader.start()
+    reader.join(timeout=10)
+    os.close(write_fd)
+    assert got and got[0].rows == 2 and got[0].source is None
+    assert list(blocks) == []
