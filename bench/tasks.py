@@ -93,11 +93,12 @@ def floor(jsonl_path: str, out_path: str) -> dict[str, Any]:
 
 
 def convert(jsonl_path: str, out_path: str, workers: int | None = None) -> dict[str, Any]:
-    """glmdata.convert_file on the JSONL, kept rows and rejects written as `glmdata convert` writes them."""
+    """glmdata.convert_file on the JSONL, kept rows (their bytes, ``result.encoded``) and rejects
+    written as `glmdata convert` writes them; with workers, ``decode=False``: no dicts are needed."""
     from glmdata.convert import Options, convert_file
     from glmdata.io import dump_row
 
-    kwargs = {} if workers is None else {"workers": workers}
+    kwargs = {} if workers is None else {"workers": workers, "decode": False}
     start = time.perf_counter()
     rows = kept = 0
     with open(out_path, "wb") as out, open(out_path + ".rejects", "wb") as bad:

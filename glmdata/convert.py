@@ -196,7 +196,7 @@ def convert_file(path: str | os.PathLike, options: Options = Options(), *, worke
     """
     if workers <= 1:
         return convert_records(read_records(path), options)
-    return _with_duplicates(_parallel(read_records(path, parse=False), options, workers, decode), options)
+    return _with_duplicates(_parallel(read_blocks(path, BLOCK_BYTES), options, workers, decode, path), options)
 
 
 # Rows per batch sent to a worker, and a cap on a batch's source bytes: memory in flight stays
@@ -204,23 +204,24 @@ def convert_file(path: str | os.PathLike, options: Options = Options(), *, worke
 BATCH = 512
 BATCH_BYTES = 4 << 20
 # JSONL goes to the commands' workers as blocks of whole lines of about this size (io.Lines).
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 19
 
 
-def _parallel(records: Iterable[Record], options: Options, workers: int, decode: bool) -> Iterator[Result]:
+def _parallel(items: Iterable[Record | Lines], options: Options, workers: int, decode: bool, source: Any) -> Iterator[Result]:
     """Convert batches of records in worker processes, in order, with at most a few batches in
     flight (memory stays bounded however large the input)."""
     from glmdata.io import parse_row
 
-    for batch, converted in _in_pool(_convert_batch_worker, _batches(records), options, workers):
-        for (index, line, raw, *_), (fmt, encoded, issues, repairs, rejected, digest) in zip(batch, converted):
-            result = Result(index, line, raw, fmt, None, encoded, issues, repairs, rejected, digest=digest)
+    batches = (b.detached() if isinstance(b, Lines) else b for b in _batches(items))
+    for _, converted in _in_pool(_convert_batch_worker, batches, options, workers, source):
+        for index, line, raw, fmt, encoded, issues, repairs, rejected, key in converted:
+            result = Result(index, line, raw, fmt, None, encoded, issues, repairs, rejected, digest=key)
             if decode and encoded:
                 result.row = parse_row(encoded)[0]
             yield result
 
 
-def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int) -> Iterator[tuple[Any, Any]]:
+def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int, source: Any) -> Iterator[tuple[Any, Any]]:
     """``(batch, work(batch, options))`` for every batch, in order, computed by ``workers``
     processes: this one and ``workers - 1`` forked ones. Each forked one has two batches in
     flight; whenever the oldest is not done yet, this process converts the next batch itself
@@ -233,43 +234,146 @@ def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int) 
     switch = sys.getswitchinterval()
     sys.setswitchinterval(0.0002)
     try:
-        yield from _in_pool_ordered(work, batches, options, workers)
+        yield from _in_pool_ordered(work, batches, options, workers, source)
     finally:
         sys.setswitchinterval(switch)
 
 
-def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, workers: int) -> Iterator[tuple[Any, Any]]:
+def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, workers: int, source: Any) -> Iterator[tuple[Any, Any]]:
     import multiprocessing
     from collections import deque
     from multiprocessing.pool import AsyncResult
 
-    with multiprocessing.get_context().Pool(workers - 1, initializer=_ignore_sigint) as pool:
-        pending: deque = deque()  # (batch, its result, or the pool's promise of it)
-        sent, exhausted = 0, False
-        while True:
-            while sent < 2 * (workers - 1) and not exhausted:
-                batch = next(batches, None)
-                if batch is None:
-                    exhausted = True
-                else:
+    # from a pipe, the next batch may be long in coming: it is read in a thread; from a file, here
+    incoming = _Prefetch(batches) if _may_block(source) else _Direct(batches)
+    try:
+        with multiprocessing.get_context().Pool(workers - 1, initializer=_ignore_sigint) as pool:
+            _widen_pipe(pool)
+            pending: deque = deque()  # (batch, its result, or the pool's promise of it)
+            while True:
+                while pending and not (isinstance(pending[0][1], AsyncResult) and not pending[0][1].ready()):
+                    yield _taken(pending)  # what is done goes out first
+                if not pending and incoming.done:
+                    return
+                batch = incoming.next(wait=not pending) if len(pending) < 6 * workers else None
+                if batch is None:  # nothing new yet, or enough in flight: wait on the oldest a moment
+                    if pending:
+                        pending[0][1].wait(0.002)
+                elif sum(isinstance(outcome, AsyncResult) for _, outcome in pending) < 4 * (workers - 1):
                     pending.append((batch, pool.apply_async(work, (batch, options))))
-                    sent += 1
-            if not pending:
-                return
-            batch, outcome = pending[0]
-            promised = isinstance(outcome, AsyncResult)
-            if promised and not outcome.ready() and not exhausted and len(pending) < 4 * workers:
-                mine = next(batches, None)
-                if mine is None:
-                    exhausted = True
-                else:
-                    pending.append((mine, work(mine, options)))
+                else:  # the workers have enough waiting and the oldest is not done: this process takes it
+                    pending.append((batch, work(batch, options)))
+    finally:
+        incoming.close()
+
+
+def _may_block(source: Any) -> bool:
+    """Can reading ``source`` wait for a writer (stdin, a pipe, a socket), unlike a regular file?"""
+    import stat
+
+    try:
+        return str(source) == "-" or not stat.S_ISREG(os.stat(source).st_mode)
+    except OSError:
+        return True
+
+
+class _Direct:
+    """``_Prefetch``'s interface over a source that never keeps a reader waiting: read here."""
+
+    def __init__(self, batches: Iterator[Any]):
+        self._batches = batches
+        self.done = False
+
+    def next(self, wait: bool) -> Any:
+        batch = None if self.done else next(self._batches, None)
+        self.done = batch is None
+        return batch
+
+    def close(self) -> None:
+        pass
+
+
+class _Prefetch:
+    """The next few batches, read from ``batches`` in a thread, so that waiting for input (a
+    pipe) never holds back results that are done; an exception in the reading is raised here."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[Any], depth: int = 2):
+        import queue
+        import threading
+
+        self._queue: Any = queue.Queue(depth)
+        self._batches = batches
+        self._stop = threading.Event()
+        self.done = False
+        threading.Thread(target=self._read, daemon=True, name="glmdata-reader").start()
+
+    def _read(self) -> None:
+        try:
+            for batch in self._batches:
+                if not self._put(batch):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
+            self._put(exc)
+
+    def _put(self, item: Any) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
                 continue
-            pending.popleft()
-            if promised:
-                sent -= 1
-                outcome = outcome.get()
-            yield batch, outcome
+        return False
+
+    def next(self, wait: bool) -> Any:
+        """The next batch; None at the end, or when ``wait`` is False and none is there yet."""
+        import queue
+
+        if self.done:
+            return None
+        try:
+            item = self._queue.get(timeout=None if wait else 0.002)
+        except queue.Empty:
+            return None
+        if item is self._END:
+            self.done = True
+            return None
+        if isinstance(item, BaseException):
+            self.done = True
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _taken(pending: Any) -> tuple[Any, Any]:
+    """The oldest batch in flight and its result, waited for if need be."""
+    from multiprocessing.pool import AsyncResult
+
+    batch, outcome = pending.popleft()
+    return batch, outcome.get() if isinstance(outcome, AsyncResult) else outcome
+
+
+def _widen_pipe(pool: Any) -> None:
+    """Linux: let the pipe that brings results back hold a whole block's result (1 MB, the
+    unprivileged maximum), so that a worker hands it over in one write and goes on converting;
+    with the default 64 kB it waits for this process to take each piece, which takes long while
+    this process converts a block of its own."""
+    import fcntl
+
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    reader = getattr(getattr(pool, "_outqueue", None), "_reader", None)
+    if setpipe is None or reader is None:
+        return
+    try:
+        fcntl.fcntl(reader.fileno(), setpipe, 1 << 20)
+    except OSError:  # above /proc/sys/fs/pipe-max-size, or not a pipe: the default size works too
+        pass
 
 
 def _portable(record: Record) -> tuple:
@@ -313,14 +417,20 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _convert_batch_worker(batch: list[tuple], options: Options) -> list[tuple]:
-    """Convert in a worker; only what the main process lacks travels back (not the raw bytes,
-    not the row as dicts: its JSON text is cheaper to send and to decode)."""
+def _convert_batch_worker(batch: list[tuple] | Lines, options: Options) -> list[tuple]:
+    """Convert in a worker; the row travels back as its JSON text, cheaper to send and to decode
+    than dicts, and its digest, computed here."""
     out = []
-    for item in batch:
-        r = _convert_portable(item, options)
-        out.append((r.format, r.encoded, r.issues, r.repairs, r.rejected, digest(r.encoded) if r.encoded else 0))
+    for r in _converted(batch, options):
+        out.append((r.index, r.line, r.raw, r.format, r.encoded, r.issues, r.repairs, r.rejected, digest(r.encoded) if r.encoded else 0))
     return out
+
+
+def _converted(batch: list[tuple] | Lines, options: Options) -> Iterator[Result]:
+    """The results of a batch: ``_portable`` records, or a block of JSONL lines split and parsed here."""
+    if isinstance(batch, Lines):
+        return (_convert_record(record, options) for record in batch.records())
+    return (_convert_portable(item, options) for item in batch)
 
 
 def _convert_portable(item: tuple, options: Options) -> Result:
@@ -420,7 +530,7 @@ def convert_chunks(path: str | os.PathLike, options: Options = Options(), *, wor
     ``Report.add`` per row. Raises :class:`glmdata.io.InputError` like ``convert_file``."""
     batches = _batches(read_blocks(path, BLOCK_BYTES))
     if workers > 1:
-        chunks = _in_pool(_chunk, (b.detached() if isinstance(b, Lines) else b for b in batches), options, workers)
+        chunks = _in_pool(_chunk, (b.detached() if isinstance(b, Lines) else b for b in batches), options, workers, path)
     else:
         chunks = ((batch, _chunk(batch, options)) for batch in batches)
     seen = _Seen()
@@ -459,11 +569,7 @@ def _chunk(batch: list[tuple] | Lines, options: Options) -> Chunk:
 
     chunk = Chunk(Report(), b"", [], [], [] if options.strict else None)
     lines = []
-    if isinstance(batch, Lines):
-        results = (_convert_record(record, options) for record in batch.records())
-    else:
-        results = (_convert_portable(item, options) for item in batch)
-    for result in results:
+    for result in _converted(batch, options):
         result.row = None  # travels back without it: the command needs the bytes
         chunk.report.add(result)
         if result.rejected:
