@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from glmdata.formats.alpaca import AlpacaRow
 from glmdata.formats.chatglm3 import ChatGLM3PromptRow, ChatGLM3Row
@@ -13,7 +15,7 @@ from glmdata.formats.openai import OpenAIRow
 from glmdata.formats.sharegpt import ShareGPTRow
 from glmdata.models import Conversation
 
-SCHEMAS: dict[str, type[BaseModel]] = {
+SCHEMAS: dict[str, Any] = {  # models and TypedDicts
     "messages": Conversation,
     "sharegpt": ShareGPTRow,
     "alpaca": AlpacaRow,
@@ -27,7 +29,7 @@ def schema_texts() -> dict[str, str]:
     """File name -> JSON Schema text, exactly as ``glmdata schema`` writes it."""
     texts = {}
     for name, model in SCHEMAS.items():
-        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema(by_alias=True)}
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **TypeAdapter(model).json_schema(by_alias=True)}
         texts[f"{name}.schema.json"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
     return texts
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter
+from typing_extensions import Annotated, NotRequired, TypedDict
 
 from glmdata.builder import MessagesBuilder
 from glmdata.issues import validate
@@ -27,21 +28,20 @@ NATIVE_ROLES = {
 SIGNATURE = '{"conversations": [{"from", "value"}], "tools"?, "system"?}'
 
 
-class Turn(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+# TypedDicts, not models: Pydantic validates them into plain dicts, without building an object
+# per turn (about half the cost for a Glaive row); the JSON Schema is the same.
+Turn = TypedDict("Turn", {"from": str, "value": str}, total=True)
+Turn.__pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[attr-defined]
 
-    from_: str = Field(alias="from")
-    value: str
 
-
-class ShareGPTRow(BaseModel):
+class ShareGPTRow(TypedDict):
     """A Glaive / ShareGPT tool-call row."""
 
-    model_config = ConfigDict(extra="ignore", title="Glaive / ShareGPT row")
+    __pydantic_config__ = ConfigDict(extra="ignore", title="Glaive / ShareGPT row")  # type: ignore[misc]
 
-    conversations: list[Turn] = Field(min_length=1)
-    tools: str | list[Any] | None = Field(default=None, description="JSON string or list of tools")
-    system: str | None = None
+    conversations: Annotated[list[Turn], Field(min_length=1)]
+    tools: NotRequired[Annotated[str | list[Any] | None, Field(description="JSON string or list of tools")]]
+    system: NotRequired[str | None]
 
 
 ADAPTER = TypeAdapter(ShareGPTRow)
@@ -57,17 +57,19 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
     if "conversations" not in row and "messages" in row:  # ShareGPT exports that name the list "messages"
         row = {**row, "conversations": row["messages"]}
     data = validate(ADAPTER, row)
-    if data.tools is not None:  # absent (or null, already reported by null-fields): nothing to repair
-        builder.add_tools(normalize_tools(data.tools, fx, "tools"), "tools")
-    if data.system:
-        builder.add("system", data.system)
-    for i, turn in enumerate(data.conversations):
+    tools = data.get("tools")
+    if tools is not None:  # absent (or null, already reported by null-fields): nothing to repair
+        builder.add_tools(normalize_tools(tools, fx, "tools"), "tools")
+    if data.get("system"):
+        builder.add("system", data["system"])
+    for i, turn in enumerate(data["conversations"]):
         # paths are formatted only where a repair or a rejection needs one: most turns need none
-        role = NATIVE_ROLES.get(turn.from_) or canonical_role(turn.from_, fx, f"conversations[{i}].from", NATIVE_ROLES)
+        source, value = turn["from"], turn["value"]
+        role = NATIVE_ROLES.get(source) or canonical_role(source, fx, f"conversations[{i}].from", NATIVE_ROLES)
         if role == "function_call":
             fx.apply("function-call", f"conversations[{i}]", "function_call turn")
-            builder.call_from_text(turn.value, f"conversations[{i}].value")
+            builder.call_from_text(value, f"conversations[{i}].value")
         elif role == "assistant":
-            builder.add(role, turn.value, path=f"conversations[{i}].value")
+            builder.add(role, value, path=f"conversations[{i}].value")
         else:
-            builder.add(role, turn.value)
+            builder.add(role, value)
