@@ -39,12 +39,36 @@ class Run:
     stderr: bytes
 
 
-def run_command(argv: Sequence[str], *, stdout_path: Path | None = None, ok_codes: Sequence[int] = (0,), env: dict | None = None) -> Run:
-    """Run ``argv`` to completion; its own peak RSS comes from ``os.wait4`` (that child only).
+# Linux starts a forked child's peak RSS (ru_maxrss) at its parent's size and keeps it across exec,
+# so a command started from this (large) process would report at least this process's size. For
+# a peak that is the command's own, a small launcher forks it and reports that grandchild's peak,
+# which then starts from the launcher's ~10 MB.
+_LAUNCHER = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status) % 256)\n"
+)
+
+
+def run_command(argv: Sequence[str], *, stdout_path: Path | None = None, ok_codes: Sequence[int] = (0,), env: dict | None = None, own_peak: bool = False) -> Run:
+    """Run ``argv`` to completion. ``max_rss``: from ``os.wait4``; with ``own_peak``, through the
+    launcher above, the command's own peak (its wall time then includes the launcher's start).
 
     stdout goes to ``stdout_path`` when given (data commands), else is captured; stderr is
     captured. Raises ``CommandFailed`` for an exit code not in ``ok_codes``.
     """
+    if own_peak:
+        peak_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-peak-{os.getpid()}"
+        try:
+            run = run_command([PYTHON, "-c", _LAUNCHER, str(peak_path), *argv], stdout_path=stdout_path, ok_codes=ok_codes, env=env)
+            run.max_rss = int(peak_path.read_text()) * 1024
+        finally:
+            peak_path.unlink(missing_ok=True)
+        return run
     out_file = open(stdout_path, "wb") if stdout_path else None  # noqa: SIM115 - closed below
     err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-stderr-{os.getpid()}"
     try:

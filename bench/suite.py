@@ -170,7 +170,7 @@ def floor(ctx: Context) -> dict[str, Any]:
     }
     s = interleaved(contenders, ctx.repeats, log=ctx.log)
     fl = _samples("floor: orjson.loads + orjson.dumps per line, written", "in process", n, s["floor"].seconds)
-    cv = _samples("glmdata convert_file + dump_row, rows and rejects written", "in process", n, s["convert"].seconds)
+    cv = _samples("glmdata convert_file, rows (their bytes) and rejects written", "in process", n, s["convert"].seconds)
     fl_cmd = _samples("`python -c '<orjson loop>' IN OUT`", "whole command", n, s["floor command"].seconds)
     cv_cmd = _samples("`glmdata convert IN.jsonl -o OUT -q`", "whole command", n, s["convert command"].seconds)
     same = (ctx.work / "convert.jsonl").read_bytes() == (ctx.work / "convert-cmd.jsonl").read_bytes()
@@ -345,7 +345,7 @@ def memory(ctx: Context) -> dict[str, Any]:
         ]
         try:
             for name, kind, argv, stdout_path in commands:
-                run = run_command(argv, stdout_path=stdout_path, ok_codes=(0, 1))
+                run = run_command(argv, stdout_path=stdout_path, ok_codes=(0, 1), own_peak=True)
                 contenders.append({"name": f"`{name}`", "input": kind, "rows": size, "max_rss": run.max_rss, "wall": run.wall})
                 ctx.log(f"    {name} {kind} {size:,} rows: peak RSS {run.max_rss / MB:,.0f} MB, {run.wall:.1f} s")
         finally:
@@ -370,7 +370,7 @@ def memory(ctx: Context) -> dict[str, Any]:
         "title": "5. Memory: peak RSS of convert and stats as the input grows",
         "stamp": stamp(sizes=", ".join(f"{s:,}" for s in sizes), **({"mode": "quick"} if ctx.quick else {})),
         "description": (
-            "Peak resident set size of the command's own process (getrusage via os.wait4), one run per size. "
+            "Peak resident set size of the command's own process (getrusage via os.wait4, started from a small launcher: a child's peak would otherwise start at the size of the process that forked it), one run per size. "
             "Inputs are the replicated workload at each size, written once and deleted after."
         ),
         "contenders": contenders,

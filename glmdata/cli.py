@@ -70,7 +70,7 @@ DedupeOpt = Annotated[bool, typer.Option("--dedupe", help="Drop exact duplicate 
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Also write the summary as JSON to this file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Convert in this many processes; output order and bytes are the same as with one.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Convert in this many processes (this one included); output order and bytes are the same as with one.")]
 
 
 def _options(from_format: str | None, call_style: CallStyle, no_repair: list[str], strict: bool, dedupe: bool):

@@ -73,10 +73,14 @@ def test_simple_argument_checker_agrees_with_jsonschema() -> None:
 
 
 @pytest.mark.parametrize("flags", [[], ["--dedupe"], ["--strict"], ["--strict", "--dedupe"]], ids=["default", "dedupe", "strict", "strict-dedupe"])
-def test_commands_convert_in_chunks_exactly_as_convert_file_row_by_row(tmp_path: Path, flags: list[str]) -> None:
+def test_commands_convert_in_chunks_exactly_as_convert_file_row_by_row(tmp_path: Path, flags: list[str], monkeypatch) -> None:
     """convert/validate go through convert_chunks (whole batches, converted where the worker is);
-    output, rejects and report must equal convert_file + one Report.add per row, for 1 and 2
-    workers, with duplicates across batches and broken rows among them."""
+    output, rejects and report must equal convert_file + one Report.add per row, for 1, 2 and 3
+    workers, with duplicates across batches and broken rows among them; blocks of 64 kB, so that
+    many are in flight and this process converts some of them itself."""
+    import glmdata.convert
+
+    monkeypatch.setattr(glmdata.convert, "BLOCK_BYTES", 64 << 10)
     from glmdata.io import dump_row
     from glmdata.report import Report
 
@@ -95,7 +99,7 @@ def test_commands_convert_in_chunks_exactly_as_convert_file_row_by_row(tmp_path:
             rejects += dump_row(result.reject_record(str(source)))
     expected_report = json.dumps(report.to_dict(), indent=2)
     runner = CliRunner()
-    for workers in ("1", "2"):
+    for workers in ("1", "2", "3"):
         target = tmp_path / f"out{workers}.jsonl"
         args = ["convert", str(source), "-o", str(target), "--workers", workers, "--report", str(tmp_path / f"r{workers}.json"), *flags]
         assert runner.invoke(app, args).exit_code == 1
