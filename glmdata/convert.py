@@ -221,6 +221,28 @@ def _parallel(items: Iterable[Record | Lines], options: Options, workers: int, d
             yield result
 
 
+class _FastSwitch:
+    """A GIL switch interval of 0.2 ms while any pool runs in this process (pools may overlap:
+    two ``convert_file`` generators), the caller's own restored after the last one."""
+
+    def __init__(self) -> None:
+        self.users, self.saved = 0, 0.005
+
+    def __enter__(self) -> None:
+        if self.users == 0:
+            self.saved = sys.getswitchinterval()
+            sys.setswitchinterval(0.0002)
+        self.users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.users -= 1
+        if self.users == 0:
+            sys.setswitchinterval(self.saved)
+
+
+_FAST_SWITCH = _FastSwitch()
+
+
 def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int, source: Any) -> Iterator[tuple[Any, Any]]:
     """``(batch, work(batch, options))`` for every batch, in order, computed by ``workers``
     processes: this one and ``workers - 1`` forked ones. Each forked one has two batches in
@@ -231,12 +253,8 @@ def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int, 
     # The pool's threads in this process send batches and take results in; while this thread
     # converts, they would wait up to the default 5 ms for the GIL at each step (a result comes in
     # pieces of a pipe's size) and leave the workers idle.
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)
-    try:
+    with _FAST_SWITCH:
         yield from _in_pool_ordered(work, batches, options, workers, source)
-    finally:
-        sys.setswitchinterval(switch)
 
 
 def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, workers: int, source: Any) -> Iterator[tuple[Any, Any]]:

@@ -420,3 +420,15 @@ def test_blocks_flow_from_a_pipe_as_lines_come(monkeypatch) -> None:
     os.close(write_fd)
     assert got and got[0].rows == 2 and got[0].source is None
     assert list(blocks) == []
+
+
+def test_blocks_after_long_leading_whitespace_keep_their_offsets(tmp_path: Path) -> None:
+    """More leading whitespace than the layout sniffing peeks at: the stream is then re-assembled
+    from what was read, and blocks re-read by offset must still be the file's bytes."""
+    data = b"\n" * 100 + b"   \r\n" * 30 + b"".join(json.dumps({"n": i}).encode() + b"\n" for i in range(50))
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(data)
+    expected = records(path, parse=False)
+    assert [r[1] for r in expected][:2] == [131, 132]
+    for size in (7, 64, 1 << 20):
+        assert _from_blocks(path, size, detach=True) == expected

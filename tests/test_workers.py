@@ -108,3 +108,22 @@ def test_commands_convert_in_chunks_exactly_as_convert_file_row_by_row(tmp_path:
         assert json.dumps(json.loads((tmp_path / f"r{workers}.json").read_text(encoding="utf-8")), indent=2) == expected_report
         checked = runner.invoke(app, ["validate", str(source), "--workers", workers, "--json", *flags])
         assert checked.exit_code == 1 and json.loads(checked.stdout) == report.to_dict()
+
+
+def test_pools_leave_the_switch_interval_as_they_found_it(tmp_path: Path) -> None:
+    """The pool lowers the GIL switch interval while it runs; overlapping pools (two convert_file
+    generators read in turn) must leave the caller's own interval in place."""
+    import sys
+
+    rows = json.loads((DATA / "glaive_toolcall_zh_sample.json").read_text(encoding="utf-8"))
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(rows[i % len(rows)], ensure_ascii=False) + "\n" for i in range(40)), encoding="utf-8")
+    before = sys.getswitchinterval()
+    first, second = convert_file(path, workers=2), convert_file(path, workers=2)
+    next(first)
+    next(second)
+    assert sys.getswitchinterval() < before
+    list(first)
+    assert sys.getswitchinterval() < before  # the second pool still runs
+    list(second)
+    assert sys.getswitchinterval() == before
