@@ -262,11 +262,14 @@ def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, worker
     from collections import deque
     from multiprocessing.pool import AsyncResult
 
-    # from a pipe, the next batch may be long in coming: it is read in a thread; from a file, here
-    incoming = _Prefetch(batches) if _may_block(source) else _Direct(batches)
-    try:
-        with multiprocessing.get_context().Pool(workers - 1, initializer=_ignore_sigint) as pool:
-            _widen_pipe(pool)
+    with multiprocessing.get_context().Pool(workers - 1, initializer=_ignore_sigint) as pool:
+        _widen_pipe(pool)
+        # From a pipe, the next batch may be long in coming: it is read in a thread, started only
+        # now, after the fork. Forked while that thread sat in a read of stdin, a worker inherits
+        # stdin's lock held, and multiprocessing's start-up (which closes stdin) hangs on it for
+        # good: such a worker never converts, nor dies with this process (seen in 1 of 4 runs).
+        incoming = _Prefetch(batches) if _may_block(source) else _Direct(batches)
+        try:
             pending: deque = deque()  # (batch, its result, or the pool's promise of it)
             while True:
                 while pending and not (isinstance(pending[0][1], AsyncResult) and not pending[0][1].ready()):
@@ -281,8 +284,8 @@ def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, worker
                     pending.append((batch, pool.apply_async(work, (batch, options))))
                 else:  # the workers have enough waiting and the oldest is not done: this process takes it
                     pending.append((batch, work(batch, options)))
-    finally:
-        incoming.close()
+        finally:
+            incoming.close()
 
 
 def _may_block(source: Any) -> bool:
