@@ -473,10 +473,7 @@ class _FastGLM4:
     def _tools_block(self, tools: Any) -> str:
         if type(tools) is not list:
             raise _Fallback
-        try:
-            key = json.dumps(tools)
-        except (TypeError, ValueError):
-            raise _Fallback from None
+        key = _tools_key(tools)
         block = self._tools_cache.get(key)
         if block is None:
             block = self.tools_header + "".join(self._tool_block(tool) for tool in tools)
@@ -502,6 +499,24 @@ class _FastGLM4:
             return self.function_head + name + self.function_middle + body + self.function_tail
         # Any other tool type renders nothing in the official template.
         return self.builtin_blocks.get(kind, "")
+
+
+def _tools_key(tools: list) -> bytes | str:
+    """The tools cache key: orjson's text (about twice as fast as json's), unless it holds
+    ``null``, which is also what orjson writes for NaN and infinities (rendered differently):
+    then json's text. The two kinds of key are different types, so they never collide."""
+    import orjson
+
+    try:
+        key = orjson.dumps(tools)
+    except TypeError:  # integers beyond 64 bits, keys that are not strings
+        key = b"null"
+    if b"null" not in key:
+        return key
+    try:
+        return json.dumps(tools)
+    except (TypeError, ValueError):
+        raise _Fallback from None
 
 
 _INDENTS = ["\n" + "    " * level for level in range(64)]

@@ -473,3 +473,17 @@ def test_importing_render_masks_tokenizer_stays_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO)})
+
+
+def test_tools_that_differ_only_in_nan_and_null_are_not_one_cached_block() -> None:
+    """The tools cache is keyed by orjson's text, which writes NaN and infinities as null: such
+    tools must still render as json writes them (NaN, Infinity) and null as null."""
+    from glmdata.render import render
+
+    def rendered(value: object) -> str:
+        declared = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "default": value}}}]
+        return render([{"role": "system", "content": "", "tools": declared}, {"role": "user", "content": "hi"}])
+
+    texts = [rendered(v) for v in (None, float("nan"), float("inf"), None)]
+    assert '"default": null' in texts[0] and '"default": NaN' in texts[1] and '"default": Infinity' in texts[2]
+    assert texts[3] == texts[0]
