@@ -75,7 +75,7 @@ def read_records(path: str | os.PathLike, *, from_format: str | None = None, par
         if layout == "jsonl":
             yield from _jsonl(stream, parse)
         else:
-            yield from layout(stream, path)
+            yield from _not_jsonl(layout, stream, path)
 
 
 def read_blocks(path: str | os.PathLike, size: int = CHUNK) -> Iterator[Lines | Record]:
@@ -89,23 +89,29 @@ def read_blocks(path: str | os.PathLike, size: int = CHUNK) -> Iterator[Lines | 
         if layout == "jsonl":
             yield from _blocks(stream, size, os.fspath(path) if plain else None)
         else:
-            yield from layout(stream, path)
+            yield from _not_jsonl(layout, stream, path)
 
 
-def _layout(stream: io.BufferedReader) -> tuple[Any, io.BufferedReader]:
-    """``"jsonl"``, or the reader of the file's other layout (Parquet, JSON array, or a file cut
-    short at once), and the stream to read from."""
+def _layout(stream: io.BufferedReader) -> tuple[str | Record, io.BufferedReader]:
+    """``"jsonl"``, ``"array"`` or ``"parquet"``, or, for a compressed stream cut short at once, the
+    one record that says so; and the stream to read from."""
     try:
         head = stream.peek(4)[:4]
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:  # a compressed stream cut short at once
-        cut = _cut_short(0, exc)
-        return (lambda _stream, _path: iter([cut])), stream
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        return _cut_short(0, exc), stream
     if head.startswith(b"PAR1"):
-        return _parquet, stream
+        return "parquet", stream
     first, stream = _first_byte(stream)
-    if first == b"[":
-        return (lambda stream, _path: _json_array(stream)), stream
-    return "jsonl", stream
+    return ("array" if first == b"[" else "jsonl"), stream
+
+
+def _not_jsonl(layout: str | Record, stream: io.BufferedReader, path: str | os.PathLike) -> Iterator[Record]:
+    if isinstance(layout, Record):
+        yield layout
+    elif layout == "parquet":
+        yield from _parquet(stream, path)
+    else:
+        yield from _json_array(stream)
 
 
 @contextmanager
