@@ -245,10 +245,11 @@ _FAST_SWITCH = _FastSwitch()
 
 def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int, source: Any) -> Iterator[tuple[Any, Any]]:
     """``(batch, work(batch, options))`` for every batch, in order, computed by ``workers``
-    processes: this one and ``workers - 1`` forked ones. Each forked one has two batches in
-    flight; whenever the oldest is not done yet, this process converts the next batch itself
-    rather than wait (it also reads, sends and merges: a worker of its own would compete with it
-    for a core). At most a few batches per process are held, however large the input."""
+    processes: this one and ``workers - 1`` forked ones. The forked ones have up to four batches
+    each waiting; beyond that, while the oldest batch is not done, this process converts the next
+    one itself rather than wait (it also reads, sends and merges: a worker of its own would
+    compete with it for a core). Results that are done go out first. At most six batches per
+    process are held, however large the input."""
     prepare()  # once here, inherited by every worker
     # The pool's threads in this process send batches and take results in; while this thread
     # converts, they would wait up to the default 5 ms for the GIL at each step (a result comes in
