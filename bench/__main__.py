@@ -16,8 +16,8 @@ from pathlib import Path
 from bench import report
 from bench.suite import SECTIONS, TOKENIZER_DIR, Context, prepare, run_section
 
-QUICK = {"rows": 2000, "repeats": 3, "memory_rows": "2000,20000", "startup_runs": 5}
-FULL = {"rows": 20_000, "repeats": 5, "memory_rows": "10000,100000,1000000", "startup_runs": 10}
+QUICK = {"rows": 2000, "repeats": 3, "memory_rows": "2000,20000", "startup_runs": 5, "workers_rows": 0}
+FULL = {"rows": 20_000, "repeats": 5, "memory_rows": "10000,100000,1000000", "startup_runs": 10, "workers_rows": 100_000}
 
 
 def _names(text: str | None) -> list[str]:
@@ -45,6 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help=f"timed passes per contender (default {FULL['repeats']}), after one untimed warm-up")
     parser.add_argument("--memory-rows", help=f"row counts for the memory section (default {FULL['memory_rows']})")
     parser.add_argument("--startup-runs", type=int, help=f"runs per start-up command (default {FULL['startup_runs']})")
+    parser.add_argument("--workers-rows", type=int, help=f"a second, larger size for the workers section (default {FULL['workers_rows']:,}; 0: none)")
     parser.add_argument("--repeat-tools", action="store_true",
                         help="keep tool declarations identical across replicas (cache-friendly); default varies them")
     parser.add_argument("--workdir", type=Path, help="where to write the workload (default: a new temporary directory)")
@@ -55,7 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rewrite", action="store_true", help="run nothing: regenerate bench/RESULTS.md from bench/results.json")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
-    for key in ("rows", "repeats", "memory_rows", "startup_runs"):
+    for key in ("rows", "repeats", "memory_rows", "startup_runs", "workers_rows"):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
     return args
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         data, messages = prepare(work, args.rows, repeat_tools=args.repeat_tools, log=log)
-        ctx = Context(work, data, messages, args.repeats, args.quick, memory_rows, args.startup_runs, log)
+        ctx = Context(work, data, messages, args.repeats, args.quick, memory_rows, args.startup_runs, log, args.workers_rows)
         store = report.load()
         store["machine"] = report.machine()
         for name in selected:

@@ -18,7 +18,7 @@ SHARED = REPO.parent / "shared"
 def test_bench_runs_and_its_output_checks_hold(tmp_path: Path) -> None:
     sections = "floor,render,workers,memory" + (",tokenize" if (SHARED / "tokenizer" / "glm-4-9b-chat").is_dir() else "")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--rows", "300", "--repeats", "1", "--only", sections, "--memory-rows", "500",
+        [sys.executable, "-m", "bench", "--rows", "300", "--repeats", "1", "--only", sections, "--memory-rows", "500", "--workers-rows", "600",
          "--startup-runs", "1", "--no-write", "--workdir", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
