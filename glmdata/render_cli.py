@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from glmdata.cli import CallStyle, FromOpt, StyleOpt, UserError, _options, _run, app, err
+from glmdata.cli import SHOW_FINDINGS, CallStyle, FromOpt, StyleOpt, UserError, _options, _run, app, err
 
 # Visible markers for trained text when the output is not a terminal (no colour to show it).
 TRAIN_OPEN, TRAIN_CLOSE = "⟦", "⟧"
@@ -137,6 +137,7 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
     many = rows is not None or all_rows
     status = 0
     selected_any = False
+    unrendered = 0  # rows left out of --rows/--all output (rejected, or nothing to train)
     import orjson
 
     for result in selected:
@@ -145,7 +146,9 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
             _show_conversion(result)
         if result.row is None or result.rejected:
             if many:
-                err.print(f"[red]row {result.index} rejected:[/] " + escape("; ".join(f"{i.path}: {i.message}" for i in result.errors)))
+                unrendered += 1
+                if unrendered <= SHOW_FINDINGS:
+                    err.print(f"[red]row {result.index} rejected:[/] " + escape("; ".join(f"{i.path}: {i.message}" for i in result.errors)))
             status = 1
             if not many:
                 return 1
@@ -157,7 +160,9 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
             else:
                 text, spans = render_spans(messages, train_on=train_on, template=chat_template)
         except NothingToTrain as exc:
-            err.print(f"[red]row {result.index}: {escape(str(exc))}[/]")
+            unrendered += 1
+            if unrendered <= SHOW_FINDINGS:
+                err.print(f"[red]row {result.index}: {escape(str(exc))}[/]")
             status = 1
             continue
         except TemplateError as exc:
@@ -178,6 +183,8 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
             if not generation_prompt:
                 legend = "trained text in green, special tokens in magenta" if colour else f"trained text between {TRAIN_OPEN} and {TRAIN_CLOSE}"
                 err.print(f"[dim]row {result.index}: {len(text):,} characters, {sum(e - s for s, e in spans):,} trained ({escape(legend)}; train-on {escape(train_on)})[/]")
+    if unrendered > SHOW_FINDINGS:
+        err.print(f"[red]... and {unrendered - SHOW_FINDINGS:,} more rows not rendered[/] (`glmdata validate {escape(file)}` lists every finding)")
     if rows is not None and not selected_any:
         count = _count(file, options) + 1
         raise UserError(f"--rows {rows} selects no rows: {file} has {count} rows" + (f" (0..{count - 1})" if count else ""))

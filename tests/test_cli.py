@@ -286,3 +286,21 @@ def test_import_glmdata_is_light() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, text=True)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout.replace("'", '"'))) & {"torch", "transformers", "datasets"} == set()
+
+
+# ---------------------------------------------------------------------------------------- render --all
+
+def test_render_all_names_the_first_rejected_rows_then_counts_the_rest(runner, tmp_path: Path) -> None:
+    """A large file with many broken rows must not flood stderr: the first SHOW_FINDINGS are named,
+    the rest counted; every good row is still rendered and the exit code says rows were left out."""
+    from glmdata.cli import SHOW_FINDINGS
+
+    broken = {"messages": [{"role": "user", "content": "hi"}]}  # no assistant turn: rejected
+    rows = [chat_row("q", "a") if i % 2 else broken for i in range(2 * SHOW_FINDINGS + 10)]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = invoke(runner, "render", source, "--all", code=1)
+    named = [line for line in result.stderr.splitlines() if "rejected:" in line]
+    assert len(named) == SHOW_FINDINGS and named[0].startswith("row 0 rejected:")
+    assert "... and 5 more rows not rendered" in flat(result.stderr)
+    assert len(result.stdout.splitlines()) == SHOW_FINDINGS + 5
