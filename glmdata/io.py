@@ -335,7 +335,7 @@ def _blocks(stream: io.BufferedReader, size: int, source: str | None) -> Iterato
     plain file, ``source``; from a pipe or a compressed stream, the whole lines there are as soon
     as there are any, so that rows flow as they come. A compressed stream cut short ends with the
     same record as ``_jsonl``'s, after the whole lines read before the cut."""
-    index, line, offset, pending = 0, 1, 0, b""
+    index, line, offset, pending, want = 0, 1, 0, b"", size
     eof, failure = False, None
     while not eof and failure is None:
         parts, got = [pending], len(pending)
@@ -347,12 +347,15 @@ def _blocks(stream: io.BufferedReader, size: int, source: str | None) -> Iterato
                     break
                 parts.append(part)
                 got += len(part)
-                if got >= size or (source is None and b"\n" in part):
+                if got >= want or (source is None and b"\n" in part):
                     break
         except (EOFError, gzip.BadGzipFile, OSError) as exc:
             failure = exc
         data = b"".join(parts)
         cut = len(data) if eof else data.rfind(b"\n") + 1
+        # a line longer than what was read: read twice as much before looking again, so that a
+        # huge line costs linear time, not a copy and a search per read
+        want = size if cut else 2 * len(data)
         block, pending = data[:cut], data[cut:]
         newlines = block.count(b"\n")
         rows = _count_rows(block, line, newlines)
