@@ -212,8 +212,7 @@ def _parallel(items: Iterable[Record | Lines], options: Options, workers: int, d
     flight (memory stays bounded however large the input)."""
     from glmdata.io import parse_row
 
-    batches = (b.detached() if isinstance(b, Lines) else b for b in _batches(items))
-    for _, converted in _in_pool(_convert_batch_worker, batches, options, workers, source):
+    for _, converted in _in_pool(_convert_batch_worker, _batches(items), options, workers, source):
         for index, line, raw, fmt, encoded, issues, repairs, rejected, key in converted:
             result = Result(index, line, raw, fmt, None, encoded, issues, repairs, rejected, digest=key)
             if decode and encoded:
@@ -282,6 +281,8 @@ def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, worker
                     if pending:
                         pending[0][1].wait(0.002)
                 elif sum(isinstance(outcome, AsyncResult) for _, outcome in pending) < 4 * (workers - 1):
+                    # a block of a plain file goes as its place in the file: the worker reads it
+                    batch = batch.detached() if isinstance(batch, Lines) else batch
                     pending.append((batch, pool.apply_async(work, (batch, options))))
                 else:  # the workers have enough waiting and the oldest is not done: this process takes it
                     pending.append((batch, work(batch, options)))
@@ -552,7 +553,7 @@ def convert_chunks(path: str | os.PathLike, options: Options = Options(), *, wor
     ``Report.add`` per row. Raises :class:`glmdata.io.InputError` like ``convert_file``."""
     batches = _batches(read_blocks(path, BLOCK_BYTES))
     if workers > 1:
-        chunks = _in_pool(_chunk, (b.detached() if isinstance(b, Lines) else b for b in batches), options, workers, path)
+        chunks = _in_pool(_chunk, batches, options, workers, path)
     else:
         chunks = ((batch, _chunk(batch, options)) for batch in batches)
     seen = _Seen()

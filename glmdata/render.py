@@ -26,6 +26,8 @@ from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import orjson
+
 __all__ = [
     "DEFAULT_TEMPLATE",
     "END_OF_CHAT",
@@ -505,8 +507,6 @@ def _tools_key(tools: list) -> bytes | str:
     """The tools cache key: orjson's text (about twice as fast as json's), unless it holds
     ``null``, which is also what orjson writes for NaN and infinities (rendered differently):
     then json's text. The two kinds of key are different types, so they never collide."""
-    import orjson
-
     try:
         key = orjson.dumps(tools)
     except TypeError:  # integers beyond 64 bits, keys that are not strings

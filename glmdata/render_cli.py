@@ -138,6 +138,13 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
     status = 0
     selected_any = False
     unrendered = 0  # rows left out of --rows/--all output (rejected, or nothing to train)
+
+    def left_out(message: str) -> None:
+        nonlocal unrendered
+        unrendered += 1
+        if unrendered <= SHOW_FINDINGS:
+            err.print(message)
+
     import orjson
 
     for result in selected:
@@ -146,9 +153,7 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
             _show_conversion(result)
         if result.row is None or result.rejected:
             if many:
-                unrendered += 1
-                if unrendered <= SHOW_FINDINGS:
-                    err.print(f"[red]row {result.index} rejected:[/] " + escape("; ".join(f"{i.path}: {i.message}" for i in result.errors)))
+                left_out(f"[red]row {result.index} rejected:[/] " + escape("; ".join(f"{i.path}: {i.message}" for i in result.errors)))
             status = 1
             if not many:
                 return 1
@@ -160,9 +165,7 @@ def _render(file, row, rows, all_rows, raw, generation_prompt, template, train_o
             else:
                 text, spans = render_spans(messages, train_on=train_on, template=chat_template)
         except NothingToTrain as exc:
-            unrendered += 1
-            if unrendered <= SHOW_FINDINGS:
-                err.print(f"[red]row {result.index}: {escape(str(exc))}[/]")
+            left_out(f"[red]row {result.index}: {escape(str(exc))}[/]")
             status = 1
             continue
         except TemplateError as exc:

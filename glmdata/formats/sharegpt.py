@@ -29,7 +29,8 @@ SIGNATURE = '{"conversations": [{"from", "value"}], "tools"?, "system"?}'
 
 
 # TypedDicts, not models: Pydantic validates them into plain dicts, without building an object
-# per turn (about half the cost for a Glaive row); the JSON Schema is the same.
+# per turn (about half the cost for a Glaive row); the JSON Schema is the same but for the
+# `"default": null` of tools and system, which a TypedDict does not state (absent means none).
 Turn = TypedDict("Turn", {"from": str, "value": str}, total=True)
 Turn.__pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[attr-defined]
 
