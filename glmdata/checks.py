@@ -320,8 +320,14 @@ def _check_tool(function: dict, path: str, issues: list[Issue]) -> _Tool:
 
 def _problem(schema: dict, key: str | None = None) -> str | None:
     """What is wrong with a tool's parameter schema, or None; ``key`` is its ``_key`` if known."""
-    if schema.get("type", "object") == "object" and _plainly_valid(schema):
-        return None
+    if schema.get("type", "object") == "object":
+        errors: list[tuple[str, str]] = []
+        if _plain_errors(schema, "", errors):
+            if not errors:
+                return None
+            if len(errors) == 1:  # more than one: jsonschema picks which to tell
+                where, message = errors[0]
+                return f"not a valid JSON Schema at {where or 'root'}: {message}"
     return _schema_problem(key or _key(schema))
 
 
@@ -348,56 +354,67 @@ _NUMBER_KEYWORDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusi
 
 
 def _plainly_valid(schema: Any) -> bool:
-    """True when ``schema`` is certainly a valid Draft 2020-12 schema: it uses only the keywords
-    tool definitions mostly use, each with a value of the shape the meta-schema demands. False
-    means "not sure", and jsonschema's ``check_schema`` decides (and explains). The meta-schema
-    check costs about a millisecond per schema; tool declarations differ row by row (their
-    descriptions do), so it would run for almost every row."""
+    """True when ``schema`` is certainly a valid Draft 2020-12 schema (see ``_plain_errors``)."""
+    errors: list[tuple[str, str]] = []
+    return _plain_errors(schema, "", errors) and not errors
+
+
+def _plain_errors(schema: Any, path: str, errors: list[tuple[str, str]]) -> bool:
+    """Check ``schema`` against the Draft 2020-12 meta-schema in plain Python, as far as it uses
+    only the keywords tool definitions mostly use: adds (place, message) to ``errors`` for each
+    value of the wrong shape, worded as jsonschema's ``check_schema`` words it, and returns True;
+    returns False when not sure (another keyword, a value it leaves to jsonschema), and then
+    jsonschema decides and explains. The meta-schema check costs about a millisecond per schema
+    (and 0.1 s to import jsonschema); tool declarations differ row by row (their descriptions
+    do), so it would run for almost every row."""
     if isinstance(schema, bool):
         return True
     if not isinstance(schema, dict):
-        return False
+        errors.append((path, f"{schema!r} is not of type 'object', 'boolean'"))
+        return True
     for key, value in schema.items():
+        where = f"{path}/{key}" if path else key
         if key in _TEXT_KEYWORDS:
             if not isinstance(value, str):
-                return False
+                errors.append((where, f"{value!r} is not of type 'string'"))
         elif key == "type":
             if isinstance(value, str):
                 if value not in _SIMPLE_TYPES:
-                    return False
+                    errors.append((where, f"{value!r} is not valid under any of the given schemas"))
             elif not (isinstance(value, list) and value and all(isinstance(v, str) and v in _SIMPLE_TYPES for v in value) and len(set(value)) == len(value)):
                 return False
         elif key == "properties":
-            if not (isinstance(value, dict) and all(_plainly_valid(sub) for sub in value.values())):
+            if not isinstance(value, dict):
+                errors.append((where, f"{value!r} is not of type 'object'"))
+            elif not all(_plain_errors(sub, f"{where}/{name}", errors) for name, sub in value.items()):
                 return False
         elif key in ("items", "additionalProperties"):
-            if not _plainly_valid(value):
+            if not _plain_errors(value, where, errors):
                 return False
         elif key == "required":
-            if not (isinstance(value, list) and all(isinstance(v, str) for v in value) and len(set(value)) == len(value)):
-                return False
+            if not isinstance(value, list):
+                errors.append((where, f"{value!r} is not of type 'array'"))
+                continue
+            errors.extend((f"{where}/{i}", f"{v!r} is not of type 'string'") for i, v in enumerate(value) if not isinstance(v, str))
+            if len(set(map(_key, value))) != len(value):
+                errors.append((where, f"{value!r} has non-unique elements"))
         elif key in ("enum", "examples"):
             if not isinstance(value, list):
-                return False
+                errors.append((where, f"{value!r} is not of type 'array'"))
         elif key in _COUNT_KEYWORDS:
-            if not (type(value) is int and value >= 0):
+            if type(value) is int:
+                if value < 0:
+                    errors.append((where, f"{value!r} is less than the minimum of 0"))
+            elif type(value) is float:  # 2.0 is an integer to JSON Schema, 2.5 is not: jsonschema decides
                 return False
+            else:
+                errors.append((where, f"{value!r} is not of type 'integer'"))
         elif key in _NUMBER_KEYWORDS:
-            if not (type(value) in (int, float)):
-                return False
+            if type(value) not in (int, float):
+                errors.append((where, f"{value!r} is not of type 'number'"))
         elif key not in ("default", "const"):
             return False
     return True
-
-
-def prepare() -> None:
-    """Import and set up jsonschema now (about 0.1 s), which the checks otherwise do at the first
-    schema they cannot check in plain Python: called before worker processes are forked, so that
-    each inherits it instead of paying for it again."""
-    from jsonschema import Draft202012Validator
-
-    Draft202012Validator.check_schema({"type": "object", "properties": {"x": {"$ref": "#/$defs/y"}}, "$defs": {"y": {}}})
-    Draft202012Validator({"type": "object"}).is_valid({})
 
 
 @lru_cache(maxsize=1024)

@@ -21,7 +21,7 @@ import orjson
 
 from glmdata import formats
 from glmdata.builder import MessagesBuilder
-from glmdata.checks import check_row, prepare
+from glmdata.checks import check_row
 from glmdata.io import Lines, Record, json_bytes, read_blocks, read_records
 from glmdata.issues import Issue, RowError
 from glmdata.repairs import REPAIRS, Fixer, strip_nulls
@@ -249,7 +249,6 @@ def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int, 
     one itself rather than wait (it also reads, sends and merges: a worker of its own would
     compete with it for a core). Results that are done go out first. At most six batches per
     process are held, however large the input."""
-    prepare()  # once here, inherited by every worker
     # The pool's threads in this process send batches and take results in; while this thread
     # converts, they would wait up to the default 5 ms for the GIL at each step (a result comes in
     # pieces of a pipe's size) and leave the workers idle.

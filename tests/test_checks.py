@@ -440,6 +440,22 @@ def test_plainly_valid_never_passes_a_schema_jsonschema_rejects(schema):
             pytest.fail(f"plainly valid, but jsonschema says: {exc.message}")
 
 
+@settings(max_examples=600, deadline=None)
+@given(_schemas)
+def test_a_plain_schema_error_is_the_one_jsonschema_reports(schema):
+    """Where the plain check is sure of a schema's one error, jsonschema reports that error, at
+    that place, in those words; the walk never needs jsonschema for it (nor imports it)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    errors: list = []
+    if not checks._plain_errors(schema, "", errors) or len(errors) != 1:
+        return
+    with pytest.raises(SchemaError) as raised:
+        Draft202012Validator.check_schema(schema)
+    assert ("/".join(map(str, raised.value.path)), raised.value.message) == errors[0]
+
+
 def test_plainly_valid_covers_the_usual_tool_schema_and_defers_the_rest():
     usual = {
         "type": "object",
@@ -452,9 +468,13 @@ def test_plainly_valid_covers_the_usual_tool_schema_and_defers_the_rest():
         "additionalProperties": False,
     }
     assert checks._plainly_valid(usual)
-    assert not checks._plainly_valid({"type": "object", "required": ["a", "a"]})  # jsonschema explains
+    assert not checks._plainly_valid({"type": "object", "required": ["a", "a"]})
     assert not checks._plainly_valid({"type": "object", "pattern": "("})  # regex format: jsonschema decides
     assert checks._problem({"type": "object", "required": ["a", "a"]}) == "not a valid JSON Schema at required: ['a', 'a'] has non-unique elements"
+    # Glaive's one broken declaration: required given per shape, inside a property
+    broken = {"type": "object", "properties": {"dimensions": {"type": "object", "required": {"circle": ["radius"]}}}}
+    assert checks._problem(broken) == "not a valid JSON Schema at properties/dimensions/required: {'circle': ['radius']} is not of type 'array'"
+    assert checks._problem({"type": "object", "required": 5, "description": 3}).startswith("not a valid JSON Schema at required: ")  # two errors: jsonschema picks
 
 
 _type_names = st.sampled_from(["string", "integer", "number", "boolean", "array", "object", "null"])
