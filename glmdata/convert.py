@@ -210,8 +210,10 @@ def _parallel(items: Iterable[Record | Lines], options: Options, workers: int, d
     flight (memory stays bounded however large the input)."""
     from glmdata.io import parse_row
 
-    for _, converted in _in_pool(_convert_batch_worker, _batches(items), options, workers, source):
-        for index, line, raw, fmt, encoded, issues, repairs, rejected in converted:
+    for batch, converted in _in_pool(_convert_batch_worker, _batches(items), options, workers, source):
+        # each row's verbatim bytes are here already: they do not travel back
+        raws = [record.raw for record in batch.records(parse=False)] if isinstance(batch, Lines) else [item[2] for item in batch]
+        for raw, (index, line, fmt, encoded, issues, repairs, rejected) in zip(raws, converted, strict=True):
             result = Result(index, line, raw, fmt, None, encoded, issues, repairs, rejected)
             if decode and encoded:
                 result.row = parse_row(encoded)[0]
@@ -279,8 +281,8 @@ def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, worker
                         pending[0][1].wait(0.002)
                 elif sum(isinstance(outcome, AsyncResult) for _, outcome in pending) < 4 * (workers - 1):
                     # a block of a plain file goes as its place in the file: the worker reads it
-                    batch = batch.detached() if isinstance(batch, Lines) else batch
-                    pending.append((batch, pool.apply_async(work, (batch, options))))
+                    sent = batch.detached() if isinstance(batch, Lines) else batch
+                    pending.append((batch, pool.apply_async(work, (sent, options))))
                 else:  # the workers have enough waiting and the oldest is not done: this process takes it
                     pending.append((batch, work(batch, options)))
         finally:
@@ -439,10 +441,10 @@ def _die_with_parent() -> None:
 
 def _convert_batch_worker(batch: list[tuple] | Lines, options: Options) -> list[tuple]:
     """Convert in a worker; the row travels back as its JSON text, cheaper to send and to decode
-    than dicts."""
+    than dicts, without its verbatim bytes, which the main process holds (``_parallel``)."""
     out = []
     for r in _converted(batch, options):
-        out.append((r.index, r.line, r.raw, r.format, r.encoded, r.issues, r.repairs, r.rejected))
+        out.append((r.index, r.line, r.format, r.encoded, r.issues, r.repairs, r.rejected))
     return out
 
 
