@@ -147,6 +147,7 @@ def test_check_special_token(token: str) -> None:
     assert ("special-token", "messages[2].metadata") in found(result) and result.rejected
     assert_clean(tool_row())
     assert_clean(chat_row("say <|usr|> and [MAS K] and <sop >", "fine"))  # near misses are text
+    assert any(hint in token for hint in checks._SPECIAL_HINTS)  # the scan that decides whether to search
 
 
 def test_check_call_roundtrip() -> None:
