@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
+from glmdata.io import _may_hold_long_number
 from glmdata.issues import Issue, reject, validate
 from glmdata.models import Function
 
@@ -132,13 +133,17 @@ def canonical_role(raw: Any, fx: Fixer, path: str, native: dict[str, str] = CANO
 
 def loads_json(text: str) -> Any:
     """``json.loads``, parsed by orjson when it can: orjson refuses what the standard library
-    accepts (integers beyond 64 bits, NaN) and gives no position, so its refusals are parsed again
-    by ``json.loads``, which either accepts the text or raises ``json.JSONDecodeError`` with the
-    position."""
+    accepts (NaN) and gives no position, so its refusals are parsed again by ``json.loads``, which
+    either accepts the text or raises ``json.JSONDecodeError`` with the position. orjson also
+    reads an integer beyond 64 bits as a float, losing digits: text that may hold one (19 digits
+    in a row) is parsed by ``json.loads``, which keeps it exact."""
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    if len(text) >= 19 and _may_hold_long_number(text.encode("utf-8", "surrogatepass")):
+        return json.loads(text)
+    return value
 
 
 def loads_lenient(text: str, fx: Fixer, path: str) -> Any:

@@ -293,6 +293,39 @@ def test_huge_integers(container: str) -> None:
     assert record["index"] == 1 and record["errors"][0]["code"] == "invalid-json" and "5000 digits" in record["errors"][0]["message"]
 
 
+def test_huge_integers_inside_json_text_stay_exact() -> None:
+    """orjson reads an integer beyond 64 bits as a float; in a tools string, a Glaive call or an
+    OpenAI arguments string (JSON text inside the row) the digits were silently lost."""
+    from glmdata.convert import convert_row
+
+    exact, big = 98765432109876543210987, 123456789012345678901234
+    tools = json.dumps([{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"id": {"type": "integer", "maximum": exact}}}}])
+    glaive = {
+        "conversations": [
+            {"from": "human", "value": "hi"},
+            {"from": "function_call", "value": json.dumps({"name": "f", "arguments": {"id": big}})},
+            {"from": "observation", "value": "{}"},
+            {"from": "gpt", "value": "ok"},
+        ],
+        "tools": tools,
+    }
+    openai = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": json.dumps({"id": big})}}]},
+            {"role": "tool", "content": "{}"},
+            {"role": "assistant", "content": "ok"},
+        ],
+        "tools": [{"type": "function", "function": json.loads(tools)[0]}],
+    }
+    for row in (glaive, openai):
+        result = convert_row(row)
+        assert not result.rejected, result.issues
+        messages = result.row["messages"]
+        assert messages[0]["tools"][0]["function"]["parameters"]["properties"]["id"]["maximum"] == exact
+        assert json.loads(messages[2]["content"]) == {"id": big} and str(big) in result.encoded.decode()
+
+
 @pytest.mark.parametrize("container", ["jsonl", "json"])
 def test_duplicate_keys_the_last_one_wins(container: str) -> None:
     """As in Python's json, orjson, ``datasets`` and pandas: the row is read as every consumer reads it."""
