@@ -362,3 +362,37 @@ def test_messages_rows_pass_through_unchanged() -> None:
         result = convert_row(row)
         assert result.ok and result.repairs == [] and result.issues == []
         assert dump_row(result.row) == dump_row(row)
+
+
+# ---------------------------------------------------------------------------------------- ShareGPT fast path
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.floats(allow_nan=False), st.text(max_size=3), st.just([]), st.just({}))
+_turn = st.one_of(
+    st.fixed_dictionaries({"from": st.one_of(st.sampled_from(["human", "gpt", "function_call"]), _leaf), "value": st.one_of(st.text(max_size=5), _leaf)}, optional={"extra": _leaf}),
+    _leaf,
+)
+_sharegpt_rows = st.fixed_dictionaries(
+    {"conversations": st.one_of(st.lists(_turn, max_size=3), _leaf)},
+    optional={"tools": st.one_of(_leaf, st.lists(_leaf, max_size=2)), "system": _leaf, "other": _leaf},
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_sharegpt_rows)
+def test_sharegpt_fast_path_reads_what_pydantic_would(row: dict) -> None:
+    """Where the plain check spares a row its Pydantic round, Pydantic accepts the row and its
+    validated copy holds the same values under every key the converter reads."""
+    from pydantic import ValidationError
+
+    sharegpt = formats.sharegpt
+    try:
+        validated = sharegpt.ADAPTER.validate_python(row)
+    except ValidationError:
+        assert not sharegpt._plainly_valid(row)
+        return
+    if sharegpt._plainly_valid(row):
+        assert [(t["from"], t["value"]) for t in validated["conversations"]] == [(t["from"], t["value"]) for t in row["conversations"]]
+        assert (validated.get("tools"), validated.get("system")) == (row.get("tools"), row.get("system"))

@@ -49,6 +49,20 @@ ADAPTER = TypeAdapter(ShareGPTRow)
 MODEL = ShareGPTRow
 
 
+def _plainly_valid(row: dict) -> bool:
+    """True when ``ADAPTER`` certainly accepts ``row`` as it is (parsed JSON: exact types), and
+    its validated copy would read the same: sparing the usual row a Pydantic round (3 µs);
+    otherwise Pydantic validates, and says what is wrong where."""
+    turns = row.get("conversations")
+    if type(turns) is not list or not turns:
+        return False
+    for turn in turns:
+        if type(turn) is not dict or type(turn.get("from")) is not str or type(turn.get("value")) is not str:
+            return False
+    tools, system = row.get("tools"), row.get("system")
+    return (tools is None or type(tools) is str or type(tools) is list) and (system is None or type(system) is str)
+
+
 def detect(row: dict) -> bool:
     turns = row.get("conversations", row.get("messages"))
     return isinstance(turns, list) and bool(turns) and isinstance(turns[0], dict) and "from" in turns[0]
@@ -57,7 +71,7 @@ def detect(row: dict) -> bool:
 def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
     if "conversations" not in row and "messages" in row:  # ShareGPT exports that name the list "messages"
         row = {**row, "conversations": row["messages"]}
-    data = validate(ADAPTER, row)
+    data = row if _plainly_valid(row) else validate(ADAPTER, row)
     tools = data.get("tools")
     if tools is not None:  # absent (or null, already reported by null-fields): nothing to repair
         builder.add_tools(normalize_tools(tools, fx, "tools"), "tools")
