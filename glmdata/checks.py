@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from glmdata.io import may_hold_long_number
 from glmdata.issues import Issue
 from glmdata.formats.messages import parse_json_call
 
@@ -431,11 +432,14 @@ def _check_call(call: tuple[str, Any, str], tools: dict[str, tuple[_Tool, dict]]
     if style == "native":
         if "\n" in name or name != name.strip():
             issues.append(Issue("call-roundtrip", f"{path}.metadata", f"tool name {name!r} would not parse back as one line"))
+        text = arguments
         try:
-            arguments = orjson.loads(arguments)
+            arguments = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             issues.append(Issue("arguments-not-object", f"{path}.content", f"call arguments are not JSON ({exc.msg})"))
             return
+        if may_hold_long_number(text):
+            arguments = json.loads(text)  # exact: orjson reads an integer beyond 64 bits as a float
     if not isinstance(arguments, dict):
         issues.append(Issue("arguments-not-object", f"{path}.content", f"call arguments are a {type(arguments).__name__}, not an object"))
         return

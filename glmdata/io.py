@@ -43,8 +43,14 @@ _DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
 _NINETEEN = b"0" * 19
 
 
-def _may_hold_long_number(raw: bytes) -> bool:
-    return raw.translate(_DIGITS).find(_NINETEEN) >= 0
+def may_hold_long_number(data: bytes | str) -> bool:
+    """Does JSON ``data`` hold 19 digits in a row? Then it may hold an integer beyond 64 bits,
+    which orjson reads as a float, losing digits, and ``json.loads`` must parse it."""
+    if isinstance(data, str):
+        if len(data) < 19:
+            return False
+        data = data.encode("utf-8", "surrogatepass")
+    return data.translate(_DIGITS).find(_NINETEEN) >= 0
 
 
 class InputError(Exception):
@@ -210,7 +216,7 @@ def parse_row(raw: bytes) -> tuple[Any, Issue | None]:
     except orjson.JSONDecodeError as exc:
         first_error = str(exc)
     else:
-        if not _may_hold_long_number(raw):
+        if not may_hold_long_number(raw):
             return value, None
         first_error = "integer beyond 64 bits"  # orjson read it as a float, losing digits
     try:
@@ -525,7 +531,7 @@ def _json_array(stream: io.BufferedReader) -> Iterator[Record]:
         start = pos
         line = scan.line_at(start)
         found = scan.object_end(start) if scan.buf[start] == 0x7B else None
-        if found is not None and not _may_hold_long_number(raw := scan.buf[start:found[0]]):
+        if found is not None and not may_hold_long_number(raw := scan.buf[start:found[0]]):
             end, value = found
             error = None
         else:

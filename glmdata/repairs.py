@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
-from glmdata.io import _may_hold_long_number
+from glmdata.io import may_hold_long_number
 from glmdata.issues import Issue, reject, validate
 from glmdata.models import Function
 
@@ -141,7 +141,7 @@ def loads_json(text: str) -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
-    if len(text) >= 19 and _may_hold_long_number(text.encode("utf-8", "surrogatepass")):
+    if may_hold_long_number(text):
         return json.loads(text)
     return value
 
