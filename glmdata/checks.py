@@ -26,7 +26,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 SPECIAL_TOKEN_RE = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
 _SPECIAL = SPECIAL_TOKEN_RE
 _SPECIAL_BYTES = re.compile(SPECIAL_TOKEN_RE.pattern.encode())
-# Every special token holds one of these (a test checks): a text without any needs no regex search.
+# Every special token holds one of these (a test checks): _check_tokens runs its regex only on a
+# text that holds one.
 _SPECIAL_HINTS = ("<|", "MASK]", "op>")
 _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][\w.]*\s*\}\}")
 OVERSIZED_CHARS = 32_768
