@@ -49,6 +49,11 @@ class MessagesBuilder:
             message["loss"] = loss
         self.messages.append(message)
 
+    def add_text(self, role: str, content: str) -> None:
+        """Append a plain message: what ``add`` does when given only a role and a text that is
+        not a call."""
+        self.messages.append({"role": role, "content": content})
+
     def call(self, name: str, arguments: dict, *, loss: bool | None = None) -> None:
         """Append an assistant tool call in the configured call style."""
         if self.call_style == "json":

@@ -205,12 +205,22 @@ def parse_json_call(content: str) -> tuple[str, Any] | None:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
+# The C encoder ``JSONEncoder.encode`` builds on every call, built once (half the cost of a call's
+# arguments); without the circular-reference marks, which parsed JSON cannot need: a cycle put in
+# a row by hand is a RecursionError, which convert_row reports as nested too deeply.
+_C_ENCODE = (
+    json.encoder.c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
+    if json.encoder.c_make_encoder is not None
+    else None
+)
 
 
 def dumps(value: Any) -> str:
     """JSON text as the GLM-4 data and tutorials write it: non-ASCII kept, ``", "`` and ``": "``
-    (``json.dumps(value, ensure_ascii=False)``, with its encoder built once)."""
-    return _ENCODER.encode(value)
+    (``json.dumps(value, ensure_ascii=False)``)."""
+    if _C_ENCODE is None:  # pragma: no cover - Python built without _json
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def _json_type(value: Any) -> str:

@@ -84,7 +84,7 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
         if role == "function_call":
             fx.apply("function-call", f"conversations[{i}]", "function_call turn")
             builder.call_from_text(value, f"conversations[{i}].value")
-        elif role == "assistant":
+        elif role == "assistant" and value[:1] == "{":  # it may be a call written as JSON (call-style)
             builder.add(role, value, path=f"conversations[{i}].value")
         else:
-            builder.add(role, value)
+            builder.add_text(role, value)
