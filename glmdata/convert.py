@@ -126,9 +126,7 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
     except RecursionError:
         result.issues.append(Issue("schema", "row", "nested too deeply to be a chat row"))
     result.repairs = fx.applied
-    result.rejected = result.row is None or any(
-        i.severity == "error" or options.strict for i in result.issues
-    )
+    result.rejected = result.row is None or (bool(result.issues) and (options.strict or any(i.severity == "error" for i in result.issues)))
     return result
 
 

@@ -56,9 +56,12 @@ def _plainly_valid(row: dict) -> bool:
     turns = row.get("conversations")
     if type(turns) is not list or not turns:
         return False
-    for turn in turns:
-        if type(turn) is not dict or type(turn.get("from")) is not str or type(turn.get("value")) is not str:
-            return False
+    try:
+        for turn in turns:
+            if type(turn) is not dict or type(turn["from"]) is not str or type(turn["value"]) is not str:
+                return False
+    except KeyError:
+        return False
     tools, system = row.get("tools"), row.get("system")
     return (tools is None or type(tools) is str or type(tools) is list) and (system is None or type(system) is str)
 
