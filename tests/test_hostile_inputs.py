@@ -584,3 +584,15 @@ def test_json_array_after_a_lot_of_leading_whitespace(leading: int, packed: bool
     assert read_jsonl(Path("out.jsonl")) == [GOOD, chat_row("bye", "hi, how can I help?")]
     got = list(gio.read_records("in.json"))
     assert [r.line for r in got] == [2, 3]
+
+
+def test_a_circular_structure_given_to_convert_row_is_reported_not_raised() -> None:
+    """No file can hold one, but a Python caller can build one; it is a row nested too deeply."""
+    from glmdata.convert import convert_row
+
+    arguments: dict = {"a": 1}
+    arguments["self"] = arguments
+    call = {"type": "function", "function": {"name": "f", "arguments": arguments}}
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "content": "{}"}, {"role": "assistant", "content": "ok"}]}
+    result = convert_row(row)
+    assert result.rejected and [i.code for i in result.issues] == ["schema"]
