@@ -259,10 +259,15 @@ def json_bytes(value: Any) -> bytes:
 
 
 def _jsonl(stream: io.BufferedReader, parse: bool = True) -> Iterator[Record]:
-    index = 0
+    return _line_records(stream, 1, 0, parse)
+
+
+def _line_records(lines: Iterable[bytes], line: int, index: int, parse: bool) -> Iterator[Record]:
+    """The rows of JSONL ``lines``, the first of which is line number ``line`` and holds row
+    ``index``; a compressed stream cut short ends them with the record that says so."""
     try:
-        for line_no, line in enumerate(stream, 1):
-            raw = _line_row(line, line_no)
+        for line_no, text in enumerate(lines, line):
+            raw = _line_row(text, line_no)
             if raw:
                 value, error = parse_row(raw) if parse else (None, None)
                 yield Record(index, line_no, raw, value, error)
@@ -312,13 +317,7 @@ class Lines:
                 data = os.pread(f.fileno(), self.size, self.offset)
             if len(data) != self.size:
                 raise InputError(f"{self.source} changed while it was read: {self.size} bytes at {self.offset} are gone")
-        index = self.index
-        for line_no, line in enumerate(data.split(b"\n"), self.line):
-            raw = _line_row(line, line_no)
-            if raw:
-                value, error = parse_row(raw) if parse else (None, None)
-                yield Record(index, line_no, raw, value, error)
-                index += 1
+        yield from _line_records(data.split(b"\n"), self.line, self.index, parse)
 
 
 # A line that may be blank starts with whitespace (or is empty): without one, every line is a row.
