@@ -617,11 +617,9 @@ def _mark_duplicates(chunk: Chunk, seen: _Seen, options: Options) -> None:
         start += length
         if first == index:
             continue
-        if options.dedupe:  # as Report.add counts a deduplicated row
-            report.codes["duplicate"] += 1
-            report.example("duplicate", index)
+        if options.dedupe:  # counted as kept by the chunk: now as Report.add counts a deduplicated row
             report.rows_out -= 1
-            report.deduplicated += 1
+            report.dropped_duplicate(index)
             dropped.append(position)
             continue
         issue = _duplicate(first)

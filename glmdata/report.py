@@ -33,7 +33,7 @@ class Report:
         if result.format:
             self.formats[result.format] += 1
         if result.deduplicated:
-            self.deduplicated += 1
+            self.dropped_duplicate(result.index)
         elif result.rejected:
             self.rejected += 1
         else:
@@ -43,9 +43,12 @@ class Report:
             self.example(f"repair:{name}", result.index)
         for issue in result.issues:
             self.count(issue, result.index)
-        if result.deduplicated:
-            self.codes["duplicate"] += 1
-            self.example("duplicate", result.index)
+
+    def dropped_duplicate(self, index: int) -> None:
+        """Count row ``index`` as an exact duplicate dropped by --dedupe (its finding has no message)."""
+        self.deduplicated += 1
+        self.codes["duplicate"] += 1
+        self.example("duplicate", index)
 
     def count(self, issue: Issue, index: int) -> None:
         """Count one finding of row ``index``: its code, an example row, the code's first message."""
