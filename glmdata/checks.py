@@ -26,9 +26,6 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 SPECIAL_TOKEN_RE = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
 _SPECIAL = SPECIAL_TOKEN_RE
 _SPECIAL_BYTES = re.compile(SPECIAL_TOKEN_RE.pattern.encode())
-# Every special token holds one of these (a test checks): _check_tokens runs its regex only on a
-# text that holds one.
-_SPECIAL_HINTS = ("<|", "MASK]", "op>")
 _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][\w.]*\s*\}\}")
 OVERSIZED_CHARS = 32_768
 WHITESPACE_MIN_CHARS = 1_000
@@ -103,11 +100,17 @@ def check_row(row: dict) -> list[Issue]:
     return issues
 
 
+def _may_hold_special(text: str) -> bool:
+    """Every special token holds "<|", "MASK]" or "op>" (a test checks): a text without any needs
+    no regex search."""
+    return "<|" in text or "MASK]" in text or "op>" in text
+
+
 def _check_tokens(message: dict, path: str, issues: list[Issue]) -> None:
     """Special tokens in the content or metadata; template placeholders in the content."""
     for field in ("content", "metadata"):
         text = message.get(field)
-        found = _SPECIAL.search(text) if text and ("<|" in text or "MASK]" in text or "op>" in text) else None
+        found = _SPECIAL.search(text) if text and _may_hold_special(text) else None
         if found:
             issues.append(Issue("special-token", f"{path}.{field}", f"contains the special token {found.group()} at char {found.start()}"))
     content = message["content"]
@@ -355,12 +358,6 @@ _SIMPLE_TYPES = frozenset(_TYPES)
 _TEXT_KEYWORDS = frozenset({"description", "title", "$comment", "format"})
 _COUNT_KEYWORDS = frozenset({"minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"})
 _NUMBER_KEYWORDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
-
-
-def _plainly_valid(schema: Any) -> bool:
-    """True when ``schema`` is certainly a valid Draft 2020-12 schema (see ``_plain_errors``)."""
-    errors: list[tuple[str, str]] = []
-    return _plain_errors(schema, "", errors) and not errors
 
 
 def _plain_errors(schema: Any, path: str, errors: list[tuple[str, str]]) -> bool:

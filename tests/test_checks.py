@@ -147,7 +147,7 @@ def test_check_special_token(token: str) -> None:
     assert ("special-token", "messages[2].metadata") in found(result) and result.rejected
     assert_clean(tool_row())
     assert_clean(chat_row("say <|usr|> and [MAS K] and <sop >", "fine"))  # near misses are text
-    assert any(hint in token for hint in checks._SPECIAL_HINTS)  # the scan that decides whether to search
+    assert checks._may_hold_special(token)  # the scan that decides whether to search
 
 
 def test_check_call_roundtrip() -> None:
@@ -428,13 +428,19 @@ _schemas = st.recursive(
 )
 
 
+def _plainly_valid(schema) -> bool:
+    """The plain check is sure the schema is valid: no error, no doubt."""
+    errors: list = []
+    return checks._plain_errors(schema, "", errors) and not errors
+
+
 @settings(max_examples=400, deadline=None)
 @given(_schemas)
 def test_plainly_valid_never_passes_a_schema_jsonschema_rejects(schema):
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
-    if checks._plainly_valid(schema):
+    if _plainly_valid(schema):
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
@@ -468,9 +474,9 @@ def test_plainly_valid_covers_the_usual_tool_schema_and_defers_the_rest():
         "required": ["city"],
         "additionalProperties": False,
     }
-    assert checks._plainly_valid(usual)
-    assert not checks._plainly_valid({"type": "object", "required": ["a", "a"]})
-    assert not checks._plainly_valid({"type": "object", "pattern": "("})  # regex format: jsonschema decides
+    assert _plainly_valid(usual)
+    assert not _plainly_valid({"type": "object", "required": ["a", "a"]})
+    assert not _plainly_valid({"type": "object", "pattern": "("})  # regex format: jsonschema decides
     assert checks._problem({"type": "object", "required": ["a", "a"]}) == "not a valid JSON Schema at required: ['a', 'a'] has non-unique elements"
     # Glaive's one broken declaration: required given per shape, inside a property
     broken = {"type": "object", "properties": {"dimensions": {"type": "object", "required": {"circle": ["radius"]}}}}
