@@ -408,14 +408,19 @@ def workers(ctx: Context) -> dict[str, Any]:
         contenders[f"validate --workers {w}"] = _command_timer([*glmdata_command(), "validate", src, "--json", "-q", "--workers", str(w)], stdout_path=reports[w])
     in_process = _convert_file_accepts_workers()
     runs: dict[int, list[dict]] = {1: [], 2: []}
+    chunk_runs: dict[int, list[dict]] = {1: [], 2: []}
     if in_process:
         for w in (1, 2):
             contenders[f"convert_file(workers={w})"] = _task_timer(runs[w], "convert", src, ctx.work / f"inproc{w}.jsonl", workers=w)
+        # the command's own conversion, without its start-up; and the start-up, on 10 rows
+        for w in (1, 2):
+            contenders[f"convert_chunks(workers={w})"] = _task_timer(chunk_runs[w], "chunks", src, ctx.work / f"chunks{w}.jsonl", workers=w)
+        contenders["convert (10 rows)"] = _command_timer([*glmdata_command(), "convert", str(ctx.data.small_jsonl), "-o", str(ctx.work / "startup.jsonl"), "-q"])
     ctx.log("  warm-up (one pass each, untimed)")
     for timer in contenders.values():
         timer()
     s = interleaved(contenders, ctx.repeats, log=ctx.log)
-    samples = {name: _samples(f"`glmdata {name}`" if "--" in name else name, "whole command" if "--" in name else "in process", n, v.seconds) for name, v in s.items()}
+    samples = {name: _samples(*_workers_label(name), 10 if name == "convert (10 rows)" else n, v.seconds) for name, v in s.items()}
 
     def same(a: Path, b: Path) -> bool:
         return a.read_bytes() == b.read_bytes()
@@ -433,16 +438,52 @@ def workers(ctx: Context) -> dict[str, Any]:
         _ratio("speed-up of `convert --workers 2` over 1", "whole command", samples["convert --workers 1"], samples["convert --workers 2"], 1.6, at_least=True),
         _ratio("speed-up of `validate --workers 2` over 1", "whole command", samples["validate --workers 1"], samples["validate --workers 2"], 1.6, at_least=True),
     ]
+    notes = []
     if in_process:
         ratios.append(_ratio("speed-up of convert_file(workers=2) over 1", "in process", samples["convert_file(workers=1)"], samples["convert_file(workers=2)"], 1.6, at_least=True))
+        checks.append({"ok": same(ctx.work / "chunks1.jsonl", out[1]) and same(ctx.work / "chunks2.jsonl", out[1]),
+                       "label": "convert_chunks with 1 and 2 workers: the command's bytes"})
+        ratios.append({**_ratio("speed-up of convert_chunks(workers=2) over 1: the command without its start-up", "in process",
+                                samples["convert_chunks(workers=1)"], samples["convert_chunks(workers=2)"], 1.6, at_least=True),
+                       "target": "(explains the command; no target)", "passed": None})
+        ratio, note = _amdahl(samples["convert (10 rows)"], samples["convert_chunks(workers=1)"])
+        ratios.append(ratio)
+        notes.append(note)
     contenders_list = list(samples.values())
     if ctx.workers_rows > n:
         more, check, ratio = _workers_at(ctx, ctx.workers_rows)
         contenders_list += more
         checks.append(check)
         ratios.append(ratio)
-    section.update(contenders=contenders_list, checks=checks, ratios=ratios)
+    section.update(contenders=contenders_list, checks=checks, ratios=ratios, notes=notes)
     return section
+
+
+def _workers_label(name: str) -> tuple[str, str]:
+    """(contender name, measure) of a workers-section timer."""
+    if "--" in name or name.startswith("convert ("):
+        return f"`glmdata {name}`", "whole command"
+    return name, "in process"
+
+
+def _amdahl(startup: dict, conversion: dict) -> tuple[dict[str, Any], str]:
+    """The most `convert --workers 2` can gain over 1 on this file: start-up (the command on 10
+    rows) runs once whatever the workers, and at best two processes halve the conversion."""
+    s, c = startup["median"], conversion["median"]
+    best = (s + c) / (s + c / 2)
+    ratio = {
+        "label": "most `convert --workers 2` can gain over 1 here: (start-up + conversion) / (start-up + conversion / 2)",
+        "measure": "whole command",
+        "value": f"{best:.2f}x",
+        "median": best,
+        "min": best,
+        "target": "(bound; no target)",
+        "passed": None,
+    }
+    note = (f"Start-up (the command on 10 rows) {s:.3f} s runs once; the conversion (convert_chunks, one process) "
+            f"{c:.3f} s is what two processes can split. Halved perfectly, the command would gain "
+            f"({s:.3f} + {c:.3f}) / ({s:.3f} + {c / 2:.3f}) = {best:.2f}x.")
+    return ratio, note
 
 
 def _workers_at(ctx: Context, size: int) -> tuple[list[dict], dict, dict]:

@@ -113,6 +113,26 @@ def convert(jsonl_path: str, out_path: str, workers: int | None = None) -> dict[
     return {"seconds": seconds, "rows": rows, "outputs": kept, "digest": _file_digest(out_path)}
 
 
+def chunks(jsonl_path: str, out_path: str, workers: int = 1) -> dict[str, Any]:
+    """What `glmdata convert` does after start-up: glmdata.convert_chunks, each chunk's rows and
+    rejects written as the command writes them. Timed in process, it is the part of the command
+    that ``--workers`` can split; the rest, start-up, runs once whatever the workers."""
+    from glmdata.convert import Options, convert_chunks
+    from glmdata.io import dump_row
+
+    start = time.perf_counter()
+    rows = kept = 0
+    with open(out_path, "wb") as out, open(out_path + ".rejects", "wb") as bad:
+        for chunk in convert_chunks(jsonl_path, Options(), workers=workers):
+            rows += chunk.report.rows_in
+            kept += chunk.report.rows_out
+            out.write(chunk.output)
+            for result in chunk.rejected:
+                bad.write(dump_row(result.reject_record(jsonl_path)))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": rows, "outputs": kept, "digest": _file_digest(out_path)}
+
+
 def _file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -217,6 +237,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "pipeline": pipeline,
     "floor": floor,
     "convert": convert,
+    "chunks": chunks,
     "render-ours": render_ours,
     "render-theirs": render_theirs,
     "tokenize-ours": tokenize_ours,

@@ -25,3 +25,7 @@ def test_bench_runs_and_its_output_checks_hold(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     checks = [line for line in proc.stdout.splitlines() if line.startswith(("- OK:", "- FAILED:"))]
     assert checks and not [line for line in checks if line.startswith("- FAILED")], "\n".join(checks)
+    # the workers section measures start-up and the command's own conversion, and from them the
+    # most two workers can gain on the file (Amdahl's law), so a miss can be told from a fault
+    assert "most `convert --workers 2` can gain over 1 here" in proc.stdout
+    assert "Halved perfectly, the command would gain" in proc.stdout
