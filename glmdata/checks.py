@@ -16,7 +16,7 @@ import orjson
 
 from glmdata.io import may_hold_long_number
 from glmdata.issues import Issue
-from glmdata.formats.messages import parse_json_call
+from glmdata.repairs import JSON_CALL_START, parse_json_call
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
@@ -82,7 +82,7 @@ def check_row(row: dict) -> list[Issue]:
             _check_tokens(message, f"messages[{i}]", issues)
         if len(content) >= WHITESPACE_MIN_CHARS:
             _check_size(content, f"messages[{i}].content", issues)
-        call = tool_call(message) if role == "assistant" and (metadata or content[:1] == "{") else None
+        call = tool_call(message) if role == "assistant" and (metadata or content[:1] == JSON_CALL_START) else None
         if call is not None:
             _check_call(call, tools, f"messages[{i}]", issues)
             if i == last or messages[i + 1]["role"] != "observation":

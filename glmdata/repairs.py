@@ -191,9 +191,14 @@ def call_arguments(value: Any, fx: Fixer, path: str, *, string_is_normal: bool =
     return value
 
 
+# A JSON-style call starts with this, exactly (no leading whitespace): callers on hot paths test
+# ``text[:1] == JSON_CALL_START`` to skip parse_json_call (and the path it needs) for plain text.
+JSON_CALL_START = "{"
+
+
 def parse_json_call(content: str) -> tuple[str, Any] | None:
     """``(name, arguments)`` when the content is a JSON-style call ``{"name": ..., "arguments": ...}``."""
-    if not content.startswith("{") or '"name"' not in content:
+    if content[:1] != JSON_CALL_START or '"name"' not in content:
         return None
     try:
         value = loads_json(content)

@@ -15,7 +15,7 @@ from typing_extensions import Annotated, NotRequired, TypedDict
 
 from glmdata.builder import MessagesBuilder
 from glmdata.issues import validate
-from glmdata.repairs import Fixer, canonical_role, normalize_tools
+from glmdata.repairs import JSON_CALL_START, Fixer, canonical_role, normalize_tools
 
 # The role names ShareGPT / Glaive files define (LLaMA-Factory's sharegpt tags).
 NATIVE_ROLES = {
@@ -87,7 +87,7 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
         if role == "function_call":
             fx.apply("function-call", f"conversations[{i}]", "function_call turn")
             builder.call_from_text(value, f"conversations[{i}].value")
-        elif role == "assistant" and value[:1] == "{":  # it may be a call written as JSON (call-style)
+        elif role == "assistant" and value[:1] == JSON_CALL_START:  # it may be a call written as JSON (call-style)
             builder.add(role, value, path=f"conversations[{i}].value")
         else:
             builder.add_text(role, value)
