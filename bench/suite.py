@@ -434,6 +434,9 @@ def workers(ctx: Context) -> dict[str, Any]:
     if in_process:
         checks.append({"ok": same(ctx.work / "inproc1.jsonl", ctx.work / "inproc2.jsonl") and same(ctx.work / "inproc1.jsonl", out[1]),
                        "label": "convert_file(workers=2): same rows, same order as 1 worker and as the command"})
+        counts = {result["rows"] for done in (*runs.values(), *chunk_runs.values()) for result in done}
+        checks.append({"ok": counts == {n}, "label": f"convert_file and convert_chunks, 1 and 2 workers: every pass read all {n:,} rows",
+                       "detail": f"rows read: {sorted(counts)}"})
     ratios = [
         _ratio("speed-up of `convert --workers 2` over 1", "whole command", samples["convert --workers 1"], samples["convert --workers 2"], 1.6, at_least=True),
         _ratio("speed-up of `validate --workers 2` over 1", "whole command", samples["validate --workers 1"], samples["validate --workers 2"], 1.6, at_least=True),
