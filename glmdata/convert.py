@@ -24,6 +24,7 @@ from glmdata.checks import check_row
 from glmdata.io import Lines, Record, json_bytes, read_blocks, read_records
 from glmdata.issues import Issue, RowError
 from glmdata.repairs import REPAIRS, Fixer, strip_nulls
+from glmdata.result import Result
 
 CallStyle = Literal["native", "json"]
 
@@ -49,52 +50,6 @@ class Options:
                 object.__setattr__(self, "from_format", formats.resolve(self.from_format))
             except KeyError:
                 raise ValueError(f"unknown format {self.from_format!r}; known: {', '.join(formats.format_names())}") from None
-
-
-@dataclass(slots=True)
-class Result:
-    """The outcome for one input row."""
-
-    index: int
-    line: int | None = None
-    raw: bytes = b""
-    format: str | None = None
-    row: dict | None = None
-    encoded: bytes = b""  #: the row as compact JSON, serialized once: written and hashed as is
-    issues: list[Issue] = field(default_factory=list)
-    repairs: list[tuple[str, str]] = field(default_factory=list)
-    rejected: bool = False
-    duplicate_of: int | None = None
-    deduplicated: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """True when the row is written to the output."""
-        return not self.rejected and not self.deduplicated
-
-    @property
-    def errors(self) -> list[Issue]:
-        return [i for i in self.issues if i.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Issue]:
-        return [i for i in self.issues if i.severity == "warning"]
-
-    def reject_record(self, source: str | None = None) -> dict:
-        """The rejects-file line: where the row was, why it was rejected, and its verbatim text."""
-        record: dict[str, Any] = {"index": self.index}
-        if self.line is not None:
-            record["line"] = self.line
-        if source is not None:
-            record["source"] = source
-        record["errors"] = [i.to_dict() for i in self.issues if i.severity == "error" or self.rejected]
-        try:
-            record["raw"] = self.raw.decode("utf-8")
-        except UnicodeDecodeError:
-            import base64
-
-            record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
-        return record
 
 
 def convert_row(value: Any, options: Options = Options(), *, index: int = 0, line: int | None = None, raw: bytes | None = None) -> Result:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import NotRequired, TypedDict
 
 Role = Literal["system", "user", "assistant", "observation"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "observation")
@@ -58,3 +59,30 @@ class Conversation(BaseModel):
 
 
 CONVERSATION = TypeAdapter(Conversation)
+
+
+# The same row as plain typed dicts: what the builder produces and checks, render, masks and
+# stats take (validated once, at the edge; everything after trusts these shapes).
+
+
+class FunctionDict(TypedDict):
+    name: str
+    description: NotRequired[str]
+    parameters: NotRequired[dict[str, Any]]
+
+
+class ToolDict(TypedDict):
+    type: str
+    function: NotRequired[FunctionDict]
+
+
+class MessageDict(TypedDict):
+    role: str
+    content: str
+    tools: NotRequired[list[ToolDict]]
+    metadata: NotRequired[str]
+    loss: NotRequired[bool]
+
+
+class MessagesRow(TypedDict):
+    messages: list[MessageDict]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from glmdata.convert import Result
+from glmdata.result import Result
 from glmdata.issues import CODES, Issue
 from glmdata.repairs import REPAIRS
 
@@ -17,7 +17,7 @@ EXAMPLES = 5
 
 
 class Report:
-    """Accumulates :class:`~glmdata.convert.Result` objects."""
+    """Accumulates :class:`~glmdata.result.Result` objects."""
 
     def __init__(self, source: str | None = None):
         self.source = source
