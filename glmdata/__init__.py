@@ -4,23 +4,31 @@ The small public API behind the ``glmdata`` command::
 
     from glmdata import Options, convert_file, convert_rows, convert_batch, write_jsonl
 
-Heavy libraries (torch, transformers, datasets) are never imported here.
+The names load on first use, so that ``glmdata --help`` imports none of the conversion code; heavy
+libraries (torch, transformers, datasets) are never imported here.
 """
 
-from glmdata.convert import Chunk, Options, Result, convert_batch, convert_chunks, convert_file, convert_row, convert_rows
-from glmdata.io import write_jsonl
-from glmdata.report import Report
+from __future__ import annotations
 
-__all__ = [
-    "Chunk",
-    "Options",
-    "Report",
-    "Result",
-    "convert_batch",
-    "convert_chunks",
-    "convert_file",
-    "convert_row",
-    "convert_rows",
-    "write_jsonl",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Options": "glmdata.convert",
+    "convert_batch": "glmdata.convert",
+    "convert_file": "glmdata.convert",
+    "convert_row": "glmdata.convert",
+    "convert_rows": "glmdata.convert",
+    "Report": "glmdata.report",
+    "Result": "glmdata.result",
+    "write_jsonl": "glmdata.io",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'glmdata' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

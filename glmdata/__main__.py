@@ -1,3 +1,6 @@
+"""``python -m glmdata``: the ``glmdata`` command."""
+
 from glmdata.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -6,26 +6,29 @@ tools on the system message, tool calls in the chosen call style, observations a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
-
-from glmdata.repairs import Fixer, call_arguments, dumps, loads_lenient, parse_json_call
 from glmdata.issues import reject
+from glmdata.jsontext import canonical, dumps
+from glmdata.models import MessageDict, MessagesRow, ToolDict
+from glmdata.repairs import Fixer, call_arguments, loads_lenient, parse_json_call
 
 
 class MessagesBuilder:
-    """Accumulates messages for one row and returns ``{"messages": [...]}``."""
+    """Accumulates messages for one row and returns ``{"messages": [...]}``.
 
-    __slots__ = ("fx", "call_style", "messages", "tools", "tools_path")
+    ``calls`` maps the index (in the built row) of each native tool call to its arguments object,
+    parsed once here and kept for the checks, which need not parse the content again."""
+
+    __slots__ = ("fx", "call_style", "messages", "tools", "tools_path", "calls")
 
     def __init__(self, fx: Fixer, call_style: str = "native"):
         self.fx = fx
         self.call_style = call_style
-        self.messages: list[dict[str, Any]] = []
-        self.tools: list[dict] | None = None
+        self.messages: list[MessageDict] = []
+        self.tools: list[ToolDict] | None = None
         self.tools_path = ""
+        self.calls: dict[int, dict[str, Any]] = {}
 
     def add(self, role: str, content: str, *, loss: bool | None = None, metadata: str | None = None, path: str | None = None) -> None:
         """Append a message. Given ``path`` (where the text is in the source row), an assistant
@@ -42,7 +45,7 @@ class MessagesBuilder:
                 self.fx.apply("call-style", path, "json-style call rewritten in native style")
                 self.call(call[0], call_arguments(call[1], self.fx, f"{path}.arguments"), loss=loss)
                 return
-        message: dict[str, Any] = {"role": role, "content": content}
+        message: MessageDict = {"role": role, "content": content}
         if metadata is not None:
             message["metadata"] = metadata
         if loss is not None:
@@ -59,6 +62,7 @@ class MessagesBuilder:
         if self.call_style == "json":
             self.add("assistant", dumps({"name": name, "arguments": arguments}), loss=loss)
         else:
+            self.calls[len(self.messages)] = arguments
             self.add("assistant", dumps(arguments), loss=loss, metadata=name)
 
     def call_from_text(self, text: str, path: str, *, loss: bool | None = None) -> None:
@@ -72,7 +76,7 @@ class MessagesBuilder:
         arguments = value.get("arguments", value.get("parameters", {}))
         self.call(value["name"], call_arguments(arguments, self.fx, f"{path}.arguments"), loss=loss)
 
-    def add_tools(self, tools: list[dict] | None, path: str) -> None:
+    def add_tools(self, tools: list[ToolDict] | None, path: str) -> None:
         """Declare tools for the row (merged by name when declared more than once)."""
         if not tools:
             return
@@ -81,33 +85,28 @@ class MessagesBuilder:
         if not self.tools and len({_tool_name(t) for t in tools}) == len(tools):
             self.tools.extend(tools)  # distinct names: no two are the same tool
             return
-        seen = {_tool_key(t) for t in self.tools}
+        seen = {canonical(t) for t in self.tools}
         for tool in tools:
-            key = _tool_key(tool)
+            key = canonical(tool)
             if key not in seen:
                 seen.add(key)
                 self.tools.append(tool)
 
-    def build(self) -> dict[str, Any]:
+    def build(self) -> MessagesRow:
         """The finished row. Tools go on the first system message, created with empty content if none."""
         messages = self.messages
         if self.tools:
             if messages and messages[0]["role"] == "system":
                 first = messages[0]
-                messages[0] = {"role": "system", "content": first["content"], "tools": self.tools}
-                messages[0].update({k: v for k, v in first.items() if k not in messages[0]})
+                system: MessageDict = {"role": "system", "content": first["content"], "tools": self.tools}
+                system.update({k: v for k, v in first.items() if k not in system})  # type: ignore[typeddict-item]
+                messages[0] = system
             else:
                 messages.insert(0, {"role": "system", "content": "", "tools": self.tools})
+                self.calls = {i + 1: arguments for i, arguments in self.calls.items()}
         return {"messages": messages}
 
 
-def _tool_name(tool: dict) -> str:
+def _tool_name(tool: ToolDict) -> str:
     function = tool.get("function")
     return function["name"] if function is not None else tool["type"]
-
-
-def _tool_key(tool: dict) -> bytes | str:
-    try:
-        return orjson.dumps(tool, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(tool, sort_keys=True)

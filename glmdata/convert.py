@@ -1,19 +1,22 @@
 """The data path: any supported row -> repaired, checked GLM-4 messages row, or a rejection.
 
-``convert_row`` handles one parsed row; ``convert_file`` streams a file and adds what needs the
-whole file (duplicates); ``convert_chunks`` does the same in batches for the commands, which only
-write and count; ``convert_batch`` runs inside ``datasets.Dataset.map(batched=True)``.
-Every row in comes out as exactly one :class:`Result`: kept, rejected, or dropped as a duplicate.
+``convert_row`` handles one parsed row; ``convert_file`` streams a file (the one path the commands
+use, in one process or several) and adds what needs the whole file (duplicates);
+``convert_batch`` runs inside ``datasets.Dataset.map(batched=True, num_proc=N)`` for corpora beyond
+one machine's files. Every row in comes out as exactly one :class:`Result`: kept, rejected, or
+dropped as a duplicate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-import sys
 from array import array
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from itertools import repeat
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -21,8 +24,9 @@ import orjson
 from glmdata import formats
 from glmdata.builder import MessagesBuilder
 from glmdata.checks import check_row
-from glmdata.io import Lines, Record, json_bytes, read_blocks, read_records
+from glmdata.io import Lines, Record, parse_row, read_blocks, read_records
 from glmdata.issues import Issue, RowError
+from glmdata.jsontext import compact
 from glmdata.repairs import REPAIRS, Fixer, strip_nulls
 from glmdata.result import Result
 
@@ -31,7 +35,9 @@ CallStyle = Literal["native", "json"]
 
 @dataclass(frozen=True)
 class Options:
-    """How to convert. ``disabled_repairs`` are names from :data:`glmdata.repairs.REPAIRS`."""
+    """How to convert, validated once, here. ``disabled_repairs`` are names from
+    :data:`glmdata.repairs.REPAIRS`; ``from_format`` a format name or alias (None: detected per row).
+    Raises ``ValueError`` naming the bad value and the known ones."""
 
     from_format: str | None = None
     call_style: CallStyle = "native"
@@ -42,14 +48,16 @@ class Options:
     def __post_init__(self) -> None:
         if self.call_style not in ("native", "json"):
             raise ValueError(f"call_style must be 'native' or 'json', not {self.call_style!r}")
-        unknown = set(self.disabled_repairs) - set(REPAIRS)
+        unknown = sorted(set(self.disabled_repairs) - set(REPAIRS))
         if unknown:
-            raise ValueError(f"unknown repair(s): {', '.join(sorted(unknown))}; known: {', '.join(REPAIRS)}")
+            raise ValueError(f"unknown repair {', '.join(unknown)}; known repairs: {', '.join(REPAIRS)}")
         if self.from_format is not None:
             try:
                 object.__setattr__(self, "from_format", formats.resolve(self.from_format))
             except KeyError:
-                raise ValueError(f"unknown format {self.from_format!r}; known: {', '.join(formats.format_names())}") from None
+                known = ", ".join(formats.format_names())
+                aliases = ", ".join(formats.ALIASES)
+                raise ValueError(f"unknown format {self.from_format!r}; known formats: {known} (aliases: {aliases})") from None
 
 
 def convert_row(value: Any, options: Options = Options(), *, index: int = 0, line: int | None = None, raw: bytes | None = None) -> Result:
@@ -75,7 +83,7 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
             result.encoded = _encode(row)
             result.row = row
             result.issues.extend(fx.warnings)
-            result.issues.extend(check_row(row))
+            result.issues.extend(check_row(row, builder.calls))
     except RowError as exc:
         result.issues.extend(exc.issues)
     except RecursionError:
@@ -100,7 +108,7 @@ def _encode(row: dict) -> bytes:
         if found is not None:
             path, char = found
             raise RowError(Issue("invalid-json", path or "row", f"the escape \\u{ord(char):04x} is half a surrogate pair, not a character; no UTF-8 file can hold it")) from None
-        return json_bytes(row)
+        return compact(row)
 
 
 def _find_surrogate(value: Any, path: str) -> tuple[str, str] | None:
@@ -134,178 +142,100 @@ def convert_records(records: Iterable[Record], options: Options = Options()) -> 
 def _convert_record(record: Record, options: Options) -> Result:
     if record.error is not None:
         return Result(record.index, record.line, record.raw, issues=[record.error], rejected=True)
+    if record.value is None and record.from_text:  # read unparsed, to be parsed here
+        record.value, record.error = parse_row(record.raw)
+        if record.error is not None:
+            return Result(record.index, record.line, record.raw, issues=[record.error], rejected=True)
     return convert_row(record.value, options, index=record.index, line=record.line, raw=record.raw)
 
 
-def convert_file(path: str | os.PathLike, options: Options = Options(), *, workers: int = 1, decode: bool = True) -> Iterator[Result]:
+def convert_file(
+    path: str | os.PathLike, options: Options = Options(), *, workers: int = 1, decode: bool = True
+) -> Iterator[Result]:
     """Stream ``path`` (any supported format, ``"-"`` for stdin) into one Result per row, in order.
 
-    ``workers`` > 1 converts in that many processes; results, their order and the bytes written
-    are the same as with one. ``decode=False`` (with workers) leaves ``result.row`` None and only
-    ``result.encoded`` set, sparing the main process the decoding when only the bytes are needed.
-    Raises :class:`glmdata.io.InputError` when the file cannot be opened at all.
+    ``workers`` > 1 converts in that many worker processes, batches of rows in order; the results
+    and the bytes written are the same as with one. ``decode=False`` (with workers) leaves
+    ``result.row`` None and only ``result.encoded`` set, sparing the decoding when only the bytes
+    are needed. Raises :class:`glmdata.io.InputError` when the file cannot be opened at all.
     """
     if workers <= 1:
         return convert_records(read_records(path), options)
-    return _with_duplicates(_parallel(read_blocks(path, BLOCK_BYTES), options, workers, decode, path), options)
+    return _with_duplicates(_in_workers(path, options, workers, decode), options)
 
 
-# Rows per batch sent to a worker, and a cap on a batch's source bytes: memory in flight stays
-# bounded (a few batches per worker) whatever the rows' sizes.
-BATCH = 512
-BATCH_BYTES = 4 << 20
-# JSONL goes to the commands' workers as blocks of whole lines of about this size (io.Lines).
+# A batch for a worker: a block of whole JSONL lines of about BLOCK_BYTES, or up to BATCH rows of
+# another layout; at most AHEAD batches per worker are in flight, so memory stays bounded.
 BLOCK_BYTES = 1 << 19
+BATCH = 512
+AHEAD = 3
 
 
-def _parallel(items: Iterable[Record | Lines], options: Options, workers: int, decode: bool, source: Any) -> Iterator[Result]:
-    """Convert batches of records in worker processes, in order, with at most a few batches in
-    flight (memory stays bounded however large the input)."""
-    from glmdata.io import parse_row
+def _in_workers(path: str | os.PathLike, options: Options, workers: int, decode: bool) -> Iterator[Result]:
+    """The results of ``path``'s rows converted by a pool of ``workers`` processes, in order.
 
-    for batch, converted in _in_pool(_convert_batch_worker, _batches(items), options, workers, source):
-        # each row's verbatim bytes are here already: they do not travel back
-        raws = [record.raw for record in batch.records(parse=False)] if isinstance(batch, Lines) else [item[2] for item in batch]
-        for raw, (index, line, fmt, encoded, issues, repairs, rejected) in zip(raws, converted, strict=True):
-            result = Result(index, line, raw, fmt, None, encoded, issues, repairs, rejected)
-            if decode and encoded:
-                result.row = parse_row(encoded)[0]
-            yield result
+    The batches are read in a thread, so that results that are done are handed on while the next
+    input is awaited (from a pipe, rows flow as they come)."""
+    from concurrent.futures import ProcessPoolExecutor, wait
 
-
-class _FastSwitch:
-    """A GIL switch interval of 0.2 ms while any pool runs in this process (pools may overlap:
-    two ``convert_file`` generators), the caller's own restored after the last one."""
-
-    def __init__(self) -> None:
-        self.users, self.saved = 0, 0.005
-
-    def __enter__(self) -> None:
-        if self.users == 0:
-            self.saved = sys.getswitchinterval()
-            sys.setswitchinterval(0.0002)
-        self.users += 1
-
-    def __exit__(self, *exc: object) -> None:
-        self.users -= 1
-        if self.users == 0:
-            sys.setswitchinterval(self.saved)
-
-
-_FAST_SWITCH = _FastSwitch()
-
-
-def _in_pool(work: Any, batches: Iterator[Any], options: Options, workers: int, source: Any) -> Iterator[tuple[Any, Any]]:
-    """``(batch, work(batch, options))`` for every batch, in order, computed by ``workers``
-    processes: this one and ``workers - 1`` forked ones. The forked ones have up to four batches
-    each waiting; beyond that, while the oldest batch is not done, this process converts the next
-    one itself rather than wait (it also reads, sends and merges: a worker of its own would
-    compete with it for a core). Results that are done go out first. At most six batches per
-    process are held, however large the input."""
-    # The pool's threads in this process send batches and take results in; while this thread
-    # converts, they would wait up to the default 5 ms for the GIL at each step (a result comes in
-    # pieces of a pipe's size) and leave the workers idle.
-    with _FAST_SWITCH:
-        yield from _in_pool_ordered(work, batches, options, workers, source)
-
-
-def _in_pool_ordered(work: Any, batches: Iterator[Any], options: Options, workers: int, source: Any) -> Iterator[tuple[Any, Any]]:
-    import multiprocessing
-    from collections import deque
-    from multiprocessing.pool import AsyncResult
-
-    with multiprocessing.get_context().Pool(workers - 1, initializer=_ignore_sigint) as pool:
-        _widen_pipe(pool)
-        # From a pipe, the next batch may be long in coming: it is read in a thread, started only
-        # now, after the fork. Forked while that thread sat in a read of stdin, a worker inherits
-        # stdin's lock held, and multiprocessing's start-up (which closes stdin) hangs on it for
-        # good: such a worker never converts, nor dies with this process (seen in 1 of 4 runs).
-        incoming = _Prefetch(batches) if _may_block(source) else _Direct(batches)
-        try:
-            pending: deque = deque()  # (batch, its result, or the pool's promise of it)
-            while True:
-                while pending and not (isinstance(pending[0][1], AsyncResult) and not pending[0][1].ready()):
-                    yield _taken(pending)  # what is done goes out first
-                if not pending and incoming.done:
-                    return
-                batch = incoming.next(wait=not pending) if len(pending) < 6 * workers else None
-                if batch is None:  # nothing new yet, or enough in flight: wait on the oldest a moment
-                    if pending:
-                        pending[0][1].wait(0.002)
-                elif sum(isinstance(outcome, AsyncResult) for _, outcome in pending) < 4 * (workers - 1):
-                    # a block of a plain file goes as its place in the file: the worker reads it
-                    sent = batch.detached() if isinstance(batch, Lines) else batch
-                    pending.append((batch, pool.apply_async(work, (sent, options))))
-                else:  # the workers have enough waiting and the oldest is not done: this process takes it
-                    pending.append((batch, work(batch, options)))
-        finally:
-            incoming.close()
-
-
-def _may_block(source: Any) -> bool:
-    """Can reading ``source`` wait for a writer (stdin, a pipe, a socket), unlike a regular file?"""
-    import stat
-
+    batches = _batches(read_blocks(path, BLOCK_BYTES))
+    first = next(batches, None)
+    if first is None:
+        return
+    pool = ProcessPoolExecutor(workers, initializer=_worker_started, initargs=(os.getpid(),))
+    # the first submit forks every worker, before the reading thread exists: a fork while it
+    # sits in a read of stdin would leave the workers holding stdin's lock
+    pending = deque([(first, pool.submit(_convert_batch, first, options))])
+    incoming = _ReadAhead(batches)
     try:
-        return str(source) == "-" or not stat.S_ISREG(os.stat(source).st_mode)
-    except OSError:
-        return True
+        while pending or not incoming.done:
+            # hand on what is done; wait for the oldest when enough are in flight or the input is over
+            while pending and (pending[0][1].done() or len(pending) >= AHEAD * workers or incoming.done):
+                batch, future = pending.popleft()
+                yield from _results(batch, future.result(), decode)
+            batch = incoming.next(wait=not pending)
+            if batch is not None:
+                pending.append((batch, pool.submit(_convert_batch, batch, options)))
+            elif pending:
+                wait([pending[0][1]], timeout=0.005)
+    finally:
+        incoming.close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-class _Direct:
-    """``_Prefetch``'s interface over a source that never keeps a reader waiting: read here."""
-
-    def __init__(self, batches: Iterator[Any]):
-        self._batches = batches
-        self.done = False
-
-    def next(self, wait: bool) -> Any:
-        batch = None if self.done else next(self._batches, None)
-        self.done = batch is None
-        return batch
-
-    def close(self) -> None:
-        pass
-
-
-class _Prefetch:
-    """The next few batches, read from ``batches`` in a thread, so that waiting for input (a
-    pipe) never holds back results that are done; an exception in the reading is raised here."""
+class _ReadAhead:
+    """The next few items of an iterator, read in a thread; ``next(wait=False)`` gives None when
+    none is there yet, and an exception in the reading is raised here."""
 
     _END = object()
 
-    def __init__(self, batches: Iterator[Any], depth: int = 2):
+    def __init__(self, items: Iterator[Any], depth: int = 2):
         import queue
         import threading
 
-        self._queue: Any = queue.Queue(depth)
-        self._batches = batches
+        self._queue: queue.Queue[Any] = queue.Queue(depth)
         self._stop = threading.Event()
         self.done = False
-        threading.Thread(target=self._read, daemon=True, name="glmdata-reader").start()
+        threading.Thread(target=self._read, args=(items,), daemon=True, name="glmdata-reader").start()
 
-    def _read(self) -> None:
-        try:
-            for batch in self._batches:
-                if not self._put(batch):
-                    return
-            self._put(self._END)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
-            self._put(exc)
-
-    def _put(self, item: Any) -> bool:
+    def _read(self, items: Iterator[Any]) -> None:
         import queue
 
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        try:
+            for item in items:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._queue.put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
+            self._queue.put(exc)
 
     def next(self, wait: bool) -> Any:
-        """The next batch; None at the end, or when ``wait`` is False and none is there yet."""
         import queue
 
         if self.done:
@@ -314,118 +244,89 @@ class _Prefetch:
             item = self._queue.get(timeout=None if wait else 0.002)
         except queue.Empty:
             return None
-        if item is self._END:
+        if item is self._END or isinstance(item, BaseException):
             self.done = True
+            if isinstance(item, BaseException):
+                raise item
             return None
-        if isinstance(item, BaseException):
-            self.done = True
-            raise item
         return item
 
     def close(self) -> None:
         self._stop.set()
 
 
-def _taken(pending: Any) -> tuple[Any, Any]:
-    """The oldest batch in flight and its result, waited for if need be."""
-    from multiprocessing.pool import AsyncResult
-
-    batch, outcome = pending.popleft()
-    return batch, outcome.get() if isinstance(outcome, AsyncResult) else outcome
-
-
-def _widen_pipe(pool: Any) -> None:
-    """Linux: let the pipe that brings results back hold a whole block's result (1 MB, the
-    unprivileged maximum), so that a worker hands it over in one write and goes on converting;
-    with the default 64 kB it waits for this process to take each piece, which takes long while
-    this process converts a block of its own."""
-    import fcntl
-
-    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
-    reader = getattr(getattr(pool, "_outqueue", None), "_reader", None)
-    if setpipe is None or reader is None:
-        return
-    try:
-        fcntl.fcntl(reader.fileno(), setpipe, 1 << 20)
-    except OSError:  # above /proc/sys/fs/pipe-max-size, or not a pipe: the default size works too
-        pass
+def _batches(items: Iterable[Lines | Record]) -> Iterator[Lines | list[Record]]:
+    """Blocks of JSONL lines as they are; other records in lists of up to BATCH."""
+    batch: list[Record] = []
+    for item in items:
+        if isinstance(item, Lines):
+            yield item
+            continue
+        batch.append(item)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-def _portable(record: Record) -> tuple:
-    # a text row travels as its bytes and is parsed in the worker; a Parquet row as its value
-    return (record.index, record.line, record.raw, record.error, None if record.from_text else record.value, record.from_text)
+def _records(batch: Lines | list[Record]) -> Iterable[Record]:
+    return batch.records(parse=False) if isinstance(batch, Lines) else batch
 
 
-def _ignore_sigint() -> None:
+def _convert_batch(batch: Lines | list[Record], options: Options) -> tuple[bytes, bytes]:
+    """In a worker: convert a batch. What travels back is two byte strings, far cheaper to send
+    than Result objects: the rows' JSON text, one after another, and an account of each (format,
+    length of its text, rejected, findings, repairs) as JSON. Positions and source bytes stay in
+    the main process, which holds the batch."""
+    texts, account = [], []
+    for result in map(_convert_record, _records(batch), repeat(options)):
+        texts.append(result.encoded)
+        issues = [(i.code, i.path, i.message) for i in result.issues]
+        account.append((result.format, len(result.encoded), result.rejected, issues, result.repairs))
+    return b"".join(texts), orjson.dumps(account)
+
+
+def _results(batch: Lines | list[Record], converted: tuple[bytes, bytes], decode: bool) -> Iterator[Result]:
+    """The Results of a batch from what ``_convert_batch`` sent back."""
+    texts, account = converted
+    start = 0
+    for record, (fmt, size, rejected, issues, repairs) in zip(_records(batch), orjson.loads(account), strict=True):
+        encoded = texts[start : start + size]
+        start += size
+        result = Result(record.index, record.line, record.raw, fmt, None, encoded,
+                        [Issue(*issue) for issue in issues], [tuple(repair) for repair in repairs], rejected)  # fmt: skip
+        if decode and encoded:
+            result.row = orjson.loads(encoded)
+        yield result
+
+
+def _worker_started(parent: int) -> None:
+    """In each worker: leave Ctrl-C to the main process (it stops the pool), die on SIGTERM/SIGHUP
+    without the CLI's handlers inherited through fork, and exit when the main process is gone
+    (killed with SIGKILL, it cannot stop the pool)."""
     import signal
+    import threading
+    import time
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops the pool
-    # The CLI's SIGTERM/SIGHUP handlers, inherited through fork, unwind the main process; a worker
-    # must just die when the pool terminates it (with a Python-level handler, the pool's
-    # terminate() was seen to hang on a worker that never ran it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
         if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, signal.SIG_DFL)
-    _die_with_parent()
 
-
-def _die_with_parent() -> None:
-    """Linux: stop this worker when the main process dies (SIGKILL, OOM killer), instead of leaving
-    it blocked on the pool's queue forever."""
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - no prctl
-        return
-    import multiprocessing
-
-    parent = multiprocessing.parent_process()
-    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
         os._exit(1)
 
-
-def _convert_batch_worker(batch: list[tuple] | Lines, options: Options) -> list[tuple]:
-    """Convert in a worker; the row travels back as its JSON text, cheaper to send and to decode
-    than dicts, without its verbatim bytes, which the main process holds (``_parallel``)."""
-    out = []
-    for r in _converted(batch, options):
-        out.append((r.index, r.line, r.format, r.encoded, r.issues, r.repairs, r.rejected))
-    return out
+    threading.Thread(target=exit_when_orphaned, daemon=True, name="glmdata-orphan-watch").start()
 
 
-def _converted(batch: list[tuple] | Lines, options: Options) -> Iterator[Result]:
-    """The results of a batch: ``_portable`` records, or a block of JSONL lines split and parsed here."""
-    if isinstance(batch, Lines):
-        return (_convert_record(record, options) for record in batch.records())
-    return (_convert_portable(item, options) for item in batch)
-
-
-def _convert_portable(item: tuple, options: Options) -> Result:
-    """Convert one ``_portable`` record, parsing its bytes first when it came as JSON text."""
-    from glmdata.io import parse_row
-
-    index, line, raw, error, value, from_text = item
-    if error is None and from_text:
-        value, error = parse_row(raw)
-    return _convert_record(Record(index, line, raw, value, error), options)
-
-
-_HASH_BITS = (1 << 64) - 1
-
-
-def digest(encoded: bytes | memoryview) -> int:
-    """64-bit digest of a converted row's bytes, never 0 (0 marks a free slot in _Seen): Python's
-    own keyed SipHash of bytes, five times faster than BLAKE2b. Its key differs from process to
-    process, so digests are only ever taken, and compared, in the process that marks duplicates."""
-    return (hash(encoded) & _HASH_BITS) or 1
+def digest(encoded: bytes) -> int:
+    """64-bit digest of a converted row's bytes (BLAKE2b), never 0 (0 marks a free slot in _Seen):
+    the same for the same bytes in every process and every run."""
+    return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "little") or 1
 
 
 class _Seen:
@@ -440,8 +341,7 @@ class _Seen:
         self._size = 0
 
     def first(self, key: int, index: int) -> int:
-        """The index of the first row whose bytes have the ``digest`` ``key``, recording ``index``
-        if there is none."""
+        """The index of the first row whose digest is ``key``, recording ``index`` if there is none."""
         keys, mask = self._keys, len(self._keys) - 1
         slot = key & mask
         while keys[slot]:
@@ -468,11 +368,8 @@ class _Seen:
                 keys[slot], rows[slot] = key, row
 
 
-def _duplicate(first: int) -> Issue:
-    return Issue("duplicate", "row", f"exact duplicate of row {first}")
-
-
 def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Result]:
+    """Mark exact duplicates (same converted bytes) of an earlier kept row, in this process."""
     seen = _Seen()
     for result in results:
         if result.encoded and not result.rejected:
@@ -482,117 +379,9 @@ def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Re
                 if options.dedupe:
                     result.deduplicated = True
                 else:
-                    result.issues.append(_duplicate(first))
+                    result.issues.append(Issue("duplicate", "row", f"exact duplicate of row {first}"))
                     result.rejected = options.strict
         yield result
-
-
-@dataclass(slots=True)
-class Chunk:
-    """A batch of consecutive rows, converted for commands that write or count rows without
-    looking at each (``glmdata convert`` and ``validate``): the kept rows' bytes ready to write,
-    the rejected rows in full, and the batch's account. It is built where the rows are converted
-    (a worker process, with ``workers`` > 1), so the main process handles batches, not rows."""
-
-    report: Any  #: glmdata.report.Report of the batch, duplicates across the file included
-    output: bytes  #: the kept rows, one compact JSON line each, in order
-    rejected: list[Result]  #: rejected rows in order, with their bytes and findings (``row`` not kept)
-    # per kept row before duplicates are marked: (index, bytes of its line); and, with
-    # --strict (where a duplicate is rejected and needs its source), (line, raw)
-    kept: list[tuple[int, int]] = field(default_factory=list)
-    sources: list[tuple[int | None, bytes]] | None = None
-
-
-def convert_chunks(path: str | os.PathLike, options: Options = Options(), *, workers: int = 1) -> Iterator[Chunk]:
-    """Stream ``path`` as :class:`Chunk` objects of up to ``BATCH`` rows, in order, duplicates
-    across the whole file marked. Writing every chunk's ``output`` gives the same bytes, and
-    merging every chunk's ``report`` the same account, as :func:`convert_file` with one
-    ``Report.add`` per row. Raises :class:`glmdata.io.InputError` like ``convert_file``."""
-    batches = _batches(read_blocks(path, BLOCK_BYTES))
-    if workers > 1:
-        chunks = _in_pool(_chunk, batches, options, workers, path)
-    else:
-        chunks = ((batch, _chunk(batch, options)) for batch in batches)
-    seen = _Seen()
-    for batch, chunk in chunks:
-        # the main process numbered the rows of every later block from this count
-        assert not isinstance(batch, Lines) or chunk.report.rows_in == batch.rows, "rows miscounted in a block"
-        _mark_duplicates(chunk, seen, options)
-        yield chunk
-
-
-def _batches(records: Iterable[Record | Lines]) -> Iterator[list[tuple] | Lines]:
-    """Consecutive records as ``_portable`` tuples, BATCH at most, or fewer once they hold
-    BATCH_BYTES of source; a block of JSONL lines is a batch as it is."""
-    batch, size = [], 0
-    for record in records:
-        if isinstance(record, Lines):
-            if batch:
-                yield batch
-                batch, size = [], 0
-            yield record
-            continue
-        batch.append(_portable(record))
-        size += len(record.raw)
-        if len(batch) >= BATCH or size >= BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-def _chunk(batch: list[tuple] | Lines, options: Options) -> Chunk:
-    """Convert one batch (``_portable`` records, or a block of JSONL lines, split and parsed
-    here) into a Chunk; duplicates within the file are marked later, in order, by
-    ``_mark_duplicates``."""
-    from glmdata.report import Report
-
-    chunk = Chunk(Report(), b"", [], [], [] if options.strict else None)
-    lines = []
-    for result in _converted(batch, options):
-        result.row = None  # travels back without it: the command needs the bytes
-        chunk.report.add(result)
-        if result.rejected:
-            chunk.rejected.append(result)
-        else:
-            lines.append(result.encoded)
-            chunk.kept.append((result.index, len(result.encoded) + 1))
-            if chunk.sources is not None:
-                chunk.sources.append((result.line, result.raw))
-    chunk.output = b"\n".join(lines) + b"\n" if lines else b""
-    return chunk
-
-
-def _mark_duplicates(chunk: Chunk, seen: _Seen, options: Options) -> None:
-    """What ``_with_duplicates`` and ``Report.add`` do for a duplicate row, on a chunk: warn, or
-    with --dedupe drop it, or with --strict reject it; dropped rows leave ``output``."""
-    report, dropped, view, start = chunk.report, [], memoryview(chunk.output), 0
-    for position, (index, length) in enumerate(chunk.kept):
-        first = seen.first(digest(view[start : start + length - 1]), index)  # the row's bytes, no newline
-        start += length
-        if first == index:
-            continue
-        if options.dedupe:  # counted as kept by the chunk: now as Report.add counts a deduplicated row
-            report.rows_out -= 1
-            report.dropped_duplicate(index)
-            dropped.append(position)
-            continue
-        issue = _duplicate(first)
-        report.count(issue, index)
-        if options.strict:
-            report.rows_out -= 1
-            report.rejected += 1
-            dropped.append(position)
-            line, raw = chunk.sources[position]
-            chunk.rejected.append(Result(index, line, raw, issues=[issue], rejected=True, duplicate_of=first))
-    if dropped:
-        chunk.rejected.sort(key=lambda r: r.index)
-        start, parts, gone = 0, [], set(dropped)
-        for position, (_, length) in enumerate(chunk.kept):
-            if position not in gone:
-                parts.append(view[start : start + length])
-            start += length
-        chunk.output = b"".join(parts)
 
 
 def convert_batch(batch: dict[str, list], options: Options | None = None, **option_values: Any) -> dict[str, list]:
@@ -611,5 +400,5 @@ def convert_batch(batch: dict[str, list], options: Options | None = None, **opti
         result = convert_row(row, options, index=i)
         out["glm_json"].append(result.encoded.decode() if result.ok else "")
         out["glm_ok"].append(result.ok)
-        out["glm_issues"].append(json_bytes([issue.to_dict() for issue in result.issues]).decode())
+        out["glm_issues"].append(compact([issue.to_dict() for issue in result.issues]).decode())
     return out

@@ -12,45 +12,22 @@ import io
 import json
 import os
 import re
-import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from glmdata.issues import Issue
+from glmdata.jsontext import compact, may_hold_long_number
 
 CHUNK = 1 << 20
 _WS = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
-_STRUCTURAL = re.compile(rb'["\[\]{}]')
-_FIRST_KEY = re.compile(rb'\{[ \t\r\n]*"((?:[^"\\]|\\.){1,64})"')
-
-
-@lru_cache(maxsize=64)
-def _row_end(first_key: bytes) -> re.Pattern:
-    return re.compile(rb'}[ \t\r\n]*,[ \t\r\n]*\{[ \t\r\n]*"' + re.escape(first_key) + rb'"')
-
-# 19 digits in a row may be an integer orjson cannot hold (beyond 64 bits). Mapping every byte to
-# "0" (digit) or "x" and searching is ~15x faster than a regex like rb"\d{19}".
-_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
-_NINETEEN = b"0" * 19
-
-
-def may_hold_long_number(data: bytes | str) -> bool:
-    """Does JSON ``data`` hold 19 digits in a row? Then it may hold an integer beyond 64 bits,
-    which orjson reads as a float, losing digits, and ``json.loads`` must parse it."""
-    if isinstance(data, str):
-        if len(data) < 19:
-            return False
-        data = data.encode("utf-8", "surrogatepass")
-    return data.translate(_DIGITS).find(_NINETEEN) >= 0
 
 
 class InputError(Exception):
@@ -70,32 +47,41 @@ class Record:
     from_text: bool = True
 
 
-def read_records(path: str | os.PathLike, *, from_format: str | None = None, parse: bool = True) -> Iterator[Record]:
+def read_records(path: str | os.PathLike, *, parse: bool = True) -> Iterator[Record]:
     """Yield every row of ``path`` (``"-"`` is stdin) in order. Never raises for bad rows; raises
     :class:`InputError` when the file itself cannot be opened.
 
-    ``parse=False`` leaves JSONL rows unparsed (``value`` None, ``error`` None), for callers that
-    parse ``raw`` elsewhere (the worker processes of ``convert_file(..., workers=N)``)."""
+    ``parse=False`` leaves the rows of JSON text unparsed (``value`` and ``error`` None), for
+    callers that parse ``raw`` elsewhere (the worker processes of ``convert_file(..., workers=N)``)."""
     with _open(path) as stream:
         layout, stream = _layout(stream)
         if layout == "jsonl":
-            yield from _jsonl(stream, parse)
+            yield from _line_records(stream, 1, 0, parse)
         else:
-            yield from _not_jsonl(layout, stream, path)
+            yield from _not_jsonl(layout, stream, path, parse)
 
 
 def read_blocks(path: str | os.PathLike, size: int = CHUNK) -> Iterator[Lines | Record]:
     """Like ``read_records(path, parse=False)``, but a JSONL file comes as :class:`Lines` blocks of
-    about ``size`` bytes of whole lines, neither split nor parsed: the reading costs the main
-    process of ``convert --workers N`` nothing per row. Other layouts come as unparsed records."""
+    about ``size`` bytes of whole lines, neither split nor parsed (split and parsed in the worker
+    processes of ``convert --workers N``); from a pipe, a block as soon as whole lines are there.
+    Other layouts come as unparsed records."""
     with _open(path) as stream:
-        raw = getattr(stream, "raw", None)
-        plain = str(path) != "-" and isinstance(raw, io.FileIO) and stat.S_ISREG(os.fstat(raw.fileno()).st_mode)
         layout, stream = _layout(stream)
         if layout == "jsonl":
-            yield from _blocks(stream, size, os.fspath(path) if plain else None)
+            yield from _blocks(stream, size, may_wait=_may_wait(path))
         else:
-            yield from _not_jsonl(layout, stream, path)
+            yield from _not_jsonl(layout, stream, path, parse=False)
+
+
+def _may_wait(path: str | os.PathLike) -> bool:
+    """Can reading ``path`` wait for a writer (stdin, a pipe, a socket), unlike a regular file?"""
+    import stat
+
+    try:
+        return str(path) == "-" or not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
 
 
 def _layout(stream: io.BufferedReader) -> tuple[str | Record, io.BufferedReader]:
@@ -111,13 +97,13 @@ def _layout(stream: io.BufferedReader) -> tuple[str | Record, io.BufferedReader]
     return ("array" if first == b"[" else "jsonl"), stream
 
 
-def _not_jsonl(layout: str | Record, stream: io.BufferedReader, path: str | os.PathLike) -> Iterator[Record]:
+def _not_jsonl(layout: str | Record, stream: io.BufferedReader, path: str | os.PathLike, parse: bool) -> Iterator[Record]:
     if isinstance(layout, Record):
         yield layout
     elif layout == "parquet":
         yield from _parquet(stream, path)
     else:
-        yield from _json_array(stream)
+        yield from _json_array(stream, parse)
 
 
 @contextmanager
@@ -249,19 +235,6 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def json_bytes(value: Any) -> bytes:
-    """Compact JSON, key order and non-ASCII text kept. orjson, or the stdlib for what orjson cannot
-    write: integers beyond 64 bits, which :func:`parse_row` keeps exact."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _jsonl(stream: io.BufferedReader, parse: bool = True) -> Iterator[Record]:
-    return _line_records(stream, 1, 0, parse)
-
-
 def _line_records(lines: Iterable[bytes], line: int, index: int, parse: bool) -> Iterator[Record]:
     """The rows of JSONL ``lines``, the first of which is line number ``line`` and holds row
     ``index``; a compressed stream cut short ends them with the record that says so."""
@@ -280,7 +253,7 @@ def _line_row(line: bytes, line_no: int) -> bytes:
     """The row on a JSONL line: the line without a leading BOM (line 1) and outer whitespace;
     empty for a blank line, which is not a row."""
     if line_no == 1 and line.startswith(_BOM):
-        line = line[len(_BOM):]
+        line = line[len(_BOM) :]
     return line.strip(_WS)
 
 
@@ -291,96 +264,90 @@ def _cut_short(index: int, exc: BaseException) -> Record:
 @dataclass(slots=True)
 class Lines:
     """Whole consecutive lines of a JSONL file, unsplit, with the row index and line number of the
-    first and the number of rows (non-blank lines) they hold; and, from a plain file, where they
-    are in it, so that another process can read them again instead of being sent them."""
+    first and the number of rows (non-blank lines) they hold."""
 
     index: int
     line: int
     data: bytes
     rows: int
-    source: str | None = None
-    offset: int = 0
-    size: int = 0
-
-    def detached(self) -> Lines:
-        """These lines without their bytes when the file can be read again: what travels to a
-        worker process (which reads them from the page cache) instead of a megabyte of pipe."""
-        if self.source is None:
-            return self
-        return Lines(self.index, self.line, b"", self.rows, self.source, self.offset, len(self.data))
 
     def records(self, parse: bool = True) -> Iterator[Record]:
         """The rows, as ``read_records`` reads them from the whole file."""
-        data = self.data
-        if not data and self.size:
-            with open(self.source, "rb") as f:  # type: ignore[arg-type]
-                data = os.pread(f.fileno(), self.size, self.offset)
-            if len(data) != self.size:
-                raise InputError(f"{self.source} changed while it was read: {self.size} bytes at {self.offset} are gone")
-        yield from _line_records(data.split(b"\n"), self.line, self.index, parse)
+        return _line_records(self.data.split(b"\n"), self.line, self.index, parse)
+
+
+def _count_rows(data: bytes, line: int) -> int:
+    """Rows (non-blank lines) in ``data``, whole lines starting at line number ``line``: one per
+    newline when no line can be blank (none starts with whitespace or a BOM), else counted."""
+    if not data:
+        return 0
+    if data[:1] in (b" ", b"\t", b"\r", b"\n", _BOM[:1]) or _MAYBE_BLANK.search(data):
+        return sum(1 for line_no, part in enumerate(data.split(b"\n"), line) if _line_row(part, line_no))
+    return data.count(b"\n") + (not data.endswith(b"\n"))
 
 
 # A line that may be blank starts with whitespace (or is empty): without one, every line is a row.
 _MAYBE_BLANK = re.compile(rb"\n[ \t\r\n]")
 
 
-def _count_rows(data: bytes, line: int, newlines: int) -> int:
-    """Rows (non-blank lines) in ``data``, whole lines starting at line number ``line`` and
-    holding ``newlines``: counted at C speed unless a line starts with whitespace or a BOM, which
-    happens in few files."""
-    if not data:
-        return 0
-    if data[:1] in (b" ", b"\t", b"\r", b"\n", _BOM[:1]) or _MAYBE_BLANK.search(data):
-        return sum(1 for line_no, part in enumerate(data.split(b"\n"), line) if _line_row(part, line_no))
-    return newlines + (not data.endswith(b"\n"))
-
-
-def _blocks(stream: io.BufferedReader, size: int, source: str | None) -> Iterator[Lines | Record]:
-    """The JSONL stream as :class:`Lines`: of about ``size`` bytes (more for a longer line) from a
-    plain file, ``source``; from a pipe or a compressed stream, the whole lines there are as soon
-    as there are any, so that rows flow as they come. A compressed stream cut short ends with the
-    same record as ``_jsonl``'s, after the whole lines read before the cut."""
-    index, line, offset, pending, want = 0, 1, 0, b"", size
-    eof, failure = False, None
-    while not eof and failure is None:
+def _blocks(stream: io.BufferedReader, size: int, may_wait: bool) -> Iterator[Lines | Record]:
+    """The JSONL stream as :class:`Lines` of about ``size`` bytes (more for a longer line); from a
+    source that ``may_wait`` for a writer (a pipe), the whole lines there are as soon as there are
+    any, so that rows flow as they come. A compressed stream cut short ends with the record that
+    says so, after the whole lines read before the cut."""
+    index, line, pending, failure = 0, 1, b"", None
+    while True:
         parts, got = [pending], len(pending)
+        eof = False
         try:
-            while True:
+            while got < size:
                 part = stream.read1(size)
                 if not part:
                     eof = True
                     break
                 parts.append(part)
                 got += len(part)
-                if got >= want or (source is None and b"\n" in part):
+                if may_wait and b"\n" in part:
                     break
         except (EOFError, gzip.BadGzipFile, OSError) as exc:
-            failure = exc
+            failure, eof = exc, True
         data = b"".join(parts)
-        cut = len(data) if eof else data.rfind(b"\n") + 1
-        # a line longer than what was read: read twice as much before looking again, so that a
-        # huge line costs linear time, not a copy and a search per read
-        want = size if cut else 2 * len(data)
+        cut = len(data) if eof and failure is None else data.rfind(b"\n") + 1
         block, pending = data[:cut], data[cut:]
-        newlines = block.count(b"\n")
-        rows = _count_rows(block, line, newlines)
+        rows = _count_rows(block, line)
         if rows:
-            yield Lines(index, line, block, rows, source, offset)
+            yield Lines(index, line, block, rows)
         index += rows
-        line += newlines
-        offset += len(block)
+        line += block.count(b"\n")
+        if eof:
+            break
     if failure is not None:
         yield _cut_short(index, failure)
 
 
+# ------------------------------------------------------------------------------------- JSON arrays
+
+# Inside JSON strings, an escape is a backslash and one more byte: replacing ``\\`` and then ``\"``
+# with two bytes that are neither leaves a copy of the text, the same length, whose quotes all
+# open or close strings. On that copy, this pattern runs over everything up to the next bracket
+# that is not inside a string (strings whole, in C).
+_TO_BRACKET = re.compile(rb'[^"\[\]{}]*+(?:"[^"]*+"[^"\[\]{}]*+)*+')
+_SCALAR_END = re.compile(rb"[,\]} \t\r\n]")
+
+
+def _unescaped(data: bytes) -> bytes:
+    return data.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+
+
 class _ArrayScanner:
-    """Finds the elements of a top-level JSON array in a byte stream with bounded memory."""
+    """Finds where each element of a top-level JSON array ends, in a byte stream with bounded
+    memory, without parsing it: the rows are parsed once, later, where they are converted."""
 
     def __init__(self, stream: io.BufferedReader):
         self.stream = stream
         self.buf = b""
+        self.plain = b""  # ``buf`` with its escapes blanked (``_unescaped``)
         self.eof = False
-        self.failed = False  # the stream raised (a gzip cut short): what came before is still read
         self.line = 1  # line number at buf[line_pos]
         self.line_pos = 0
 
@@ -398,12 +365,14 @@ class _ArrayScanner:
                 parts.append(part)
                 got += len(part)
         except (EOFError, gzip.BadGzipFile, OSError):
-            self.failed = True
+            self.eof = True  # what came before the failure is still read
         if not parts:
             self.eof = True
             return False
-        self.eof = self.failed
+        # backslashes at the end of what was read may pair with the bytes that come now
+        keep = len(self.buf.rstrip(b"\\"))
         self.buf += b"".join(parts)
+        self.plain = self.plain[:keep] + _unescaped(self.buf[keep:])
         return True
 
     def line_at(self, pos: int) -> int:
@@ -415,7 +384,7 @@ class _ArrayScanner:
         if pos < CHUNK:
             return pos
         self.line_at(pos)
-        self.buf = self.buf[pos:]
+        self.buf, self.plain = self.buf[pos:], self.plain[pos:]
         self.line_pos = 0
         return 0
 
@@ -426,125 +395,60 @@ class _ArrayScanner:
             if pos < len(self.buf) or not self.fill():
                 return pos
 
-    def string_end(self, pos: int) -> int:
-        """Index after the closing quote of the string whose body starts at ``pos``; -1 at EOF."""
-        while True:
-            quote = self.buf.find(b'"', pos)
-            if quote < 0:
-                pos = len(self.buf)
-                if not self.fill():
-                    return -1
-                continue
-            backslashes = 0
-            while self.buf[quote - 1 - backslashes] == 0x5C:
-                backslashes += 1
-            if backslashes % 2 == 0:
-                return quote + 1
-            pos = quote + 1
-
-    def object_end(self, start: int) -> tuple[int, Any] | None:
-        """Fast path for an object row that is followed by another one: ``(end, value)``, or None
-        to let the careful :meth:`value_end` delimit it.
-
-        Rows of a dataset start with the same key, so the row ends at a ``}`` followed by ``,``
-        and an object opening with that key. Each such candidate is parsed with orjson: JSON
-        objects are prefix-free, so the first candidate that parses is the row's end (and the
-        parse is needed anyway). A candidate inside a string fails as cut short and the search
-        moves on; any other failure means the row itself is broken, which the careful scanner
-        then delimits and reports. The last row, and rows orjson would read lossily, go the
-        careful way.
-        """
-        key = _FIRST_KEY.match(self.buf, start)
-        if key is None:
-            return None
-        pattern = _row_end(key.group(1))
-        pos = start
-        while True:
-            found = pattern.search(self.buf, pos)
-            if found is None:
-                pos = max(start, len(self.buf) - 128)  # a candidate may straddle the refill
-                if not self.fill():
-                    return None
-                continue
-            end = found.start() + 1
-            try:
-                value = orjson.loads(memoryview(self.buf)[start:end])
-            except orjson.JSONDecodeError as exc:
-                if "end of data" not in exc.msg:  # broken inside, not cut short
-                    return None
-                pos = end
-                continue
-            return end, value
-
     def value_end(self, pos: int) -> int:
         """Index after the JSON value starting at ``pos``; -1 if the stream ends first."""
         opener = self.buf[pos]
-        if opener == 0x22:  # "
-            return self.string_end(pos + 1)
-        if opener not in b"[{":
-            end = pos
-            while True:
-                while end < len(self.buf) and self.buf[end] not in b",]} \t\r\n":
-                    end += 1
-                if end < len(self.buf) or not self.fill():
-                    return end if end < len(self.buf) else -1
-        depth, i = 0, pos
+        if opener not in b'[{"':  # a number or a literal: up to the next delimiter
+            while (found := _SCALAR_END.search(self.buf, pos)) is None:
+                if not self.fill():
+                    return -1
+            return found.start()
+        if opener == 0x22:
+            while (end := self.plain.find(b'"', pos + 1)) < 0:
+                if not self.fill():
+                    return -1
+            return end + 1
+        depth = 0
         while True:
-            found = _STRUCTURAL.search(self.buf, i)
-            if found is None:
-                i = len(self.buf)
+            pos = _TO_BRACKET.match(self.plain, pos).end()  # type: ignore[union-attr] # it matches ""
+            if pos == len(self.plain) or self.plain[pos] == 0x22:  # the end of what is read, or a string it cuts
                 if not self.fill():
                     return -1
                 continue
-            i = found.start()
-            c = self.buf[i]
-            if c == 0x22:
-                i = self.string_end(i + 1)
-                if i < 0:
-                    return -1
-                continue
-            if c in b"[{":
-                depth += 1
-            else:
-                depth -= 1
-                if depth == 0:
-                    return i + 1
-            i += 1
+            depth += 1 if self.plain[pos] in b"[{" else -1
+            pos += 1
+            if depth == 0:
+                return pos
 
 
-def _json_array(stream: io.BufferedReader) -> Iterator[Record]:
+def _json_array(stream: io.BufferedReader, parse: bool) -> Iterator[Record]:
     scan = _ArrayScanner(stream)
     scan.fill()
     if scan.buf.startswith(_BOM):
-        scan.buf, scan.line_pos = scan.buf[len(_BOM):], 0
+        scan.buf, scan.plain = scan.buf[len(_BOM) :], scan.plain[len(_BOM) :]
     pos = scan.skip_ws(0) + 1  # past "["
     index = 0
     while True:
         pos = scan.skip_ws(pos)
         if pos >= len(scan.buf):
-            yield Record(index, scan.line_at(pos), b"", None, Issue("truncated-input", "file", "the JSON array is not closed: the file is cut short"))
+            yield _not_closed(scan, pos, index)
             return
         if scan.buf[pos] == 0x5D and index == 0:  # empty array
             yield from _after_array(scan, pos + 1, index)
             return
-        start = pos
-        line = scan.line_at(start)
-        found = scan.object_end(start) if scan.buf[start] == 0x7B else None
-        if found is not None and not may_hold_long_number(raw := scan.buf[start:found[0]]):
-            end, value = found
-            error = None
-        else:
-            end = scan.value_end(start)
-            if end < 0:
-                yield Record(index, line, scan.buf[start:], None, Issue("truncated-input", "file", f"row {index} (line {line}) is cut short: the file ends inside it"))
-                return
-            raw = scan.buf[start:end]
-            value, error = parse_row(raw)
+        start, line = pos, scan.line_at(pos)
+        end = scan.value_end(start)
+        if end < 0:
+            cut = Issue("truncated-input", "file", f"row {index} (line {line}) is cut short: the file ends inside it")
+            yield Record(index, line, scan.buf[start:], None, cut)
+            return
+        raw = scan.buf[start:end]
+        value, error = parse_row(raw) if parse else (None, None)
         yield Record(index, line, raw, value, error)
         index += 1
         pos = scan.skip_ws(end)
         if pos >= len(scan.buf):
-            yield Record(index, scan.line_at(pos), b"", None, Issue("truncated-input", "file", "the JSON array is not closed: the file is cut short"))
+            yield _not_closed(scan, pos, index)
             return
         sep = scan.buf[pos]
         if sep == 0x5D:  # ]
@@ -552,9 +456,15 @@ def _json_array(stream: io.BufferedReader) -> Iterator[Record]:
             return
         if sep != 0x2C:  # ,
             line = scan.line_at(pos)
-            yield Record(index, line, scan.buf[pos:pos + 80], None, Issue("invalid-json", "file", f"expected ',' or ']' after row {index - 1} at line {line}, found {chr(sep)!r}; reading stops here"))
+            message = f"expected ',' or ']' after row {index - 1} at line {line}, found {chr(sep)!r}; reading stops here"
+            yield Record(index, line, scan.buf[pos : pos + 80], None, Issue("invalid-json", "file", message))
             return
         pos = scan.compact(pos + 1)
+
+
+def _not_closed(scan: _ArrayScanner, pos: int, index: int) -> Record:
+    issue = Issue("truncated-input", "file", "the JSON array is not closed: the file is cut short")
+    return Record(index, scan.line_at(pos), b"", None, issue)
 
 
 def _after_array(scan: _ArrayScanner, pos: int, index: int) -> Iterator[Record]:
@@ -563,11 +473,11 @@ def _after_array(scan: _ArrayScanner, pos: int, index: int) -> Iterator[Record]:
     pos = scan.skip_ws(pos)
     if pos < len(scan.buf):
         line = scan.line_at(pos)
-        yield Record(index, line, scan.buf[pos:pos + 80], None, Issue(
-            "invalid-json", "file",
+        message = (
             f"the file goes on after the JSON array it starts with (line {line}); a file is one JSON array, or JSONL "
-            "(one object per line; is the first line an array?); reading stops here",
-        ))
+            "(one object per line; is the first line an array?); reading stops here"
+        )
+        yield Record(index, line, scan.buf[pos : pos + 80], None, Issue("invalid-json", "file", message))
 
 
 def _parquet(stream: io.BufferedReader, path: str | os.PathLike) -> Iterator[Record]:
@@ -634,7 +544,7 @@ def _mode_for(target: Path) -> int:
 
 def dump_row(row: Any) -> bytes:
     """One JSONL line: compact JSON, key order and non-ASCII text kept."""
-    return json_bytes(row) + b"\n"
+    return compact(row) + b"\n"
 
 
 def write_jsonl(rows: Iterable[Any], path: str | os.PathLike) -> int:

@@ -50,7 +50,7 @@ def compact(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:  # an integer beyond 64 bits
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), check_circular=False).encode("utf-8")
 
 
 def canonical(value: Any) -> bytes:
@@ -64,4 +64,5 @@ def canonical(value: Any) -> bytes:
 def dumps(value: Any) -> str:
     """JSON text as the GLM-4 data and tutorials write it: non-ASCII kept, ``", "`` and ``": "``
     (``json.dumps(value, ensure_ascii=False)``): a native call's arguments, a JSON-style call."""
-    return json.dumps(value, ensure_ascii=False)
+    # parsed JSON holds no cycles; one built by hand is a RecursionError, which the converter reports
+    return json.dumps(value, ensure_ascii=False, check_circular=False)

@@ -1,30 +1,37 @@
-"""Token ids and loss labels for a conversation: the one implementation, for ``glmdata render`` and
-the trainer alike.
+"""Token ids and loss labels for a conversation: the one implementation, for ``glmdata render``,
+``glmdata stats`` and the trainer alike.
 
-The training text and its trained character spans come from ``glmdata.render.render_spans``; the
-text is tokenized once with offsets, and a token is trained if and only if its characters lie
-inside a trained span. Span edges always fall on role tags, which GLM-4's tokenizer keeps as single
-special tokens, so no token straddles an edge; one that does means the tokenizer does not know
-the GLM-4 tags, and raises ``MaskError`` rather than training on a wrong mask.
+The training text and its trained character spans come from ``glmdata.render.render_spans``. Every
+span starts and ends on a role tag, and GLM-4's tokenizer keeps each tag as one special token and
+encodes the text between two tags without looking across them. So the text is split at the
+tokenizer's special tokens, the pieces between them are encoded as ordinary text (all pieces of a
+batch in one call, on the tokenizer's own threads; a piece that repeats in the batch, such as a
+tools block or a system prompt, once), each tag becomes its id, and a piece is trained or not as a
+whole. A span edge that does not fall on a tag means the text or the tokenizer does not follow
+GLM-4's tags, and raises ``MaskError`` rather than training on a wrong mask.
 
-A tokenizer that ``glmdata.tokenizer.load_tokenizer`` converted from glm-4-9b-chat's tiktoken files
-is encoded with tiktoken itself (``glmdata.tokenizer.tiktoken_encoding``): the same ids, about three
-times faster than the converted tokenizer on this vocabulary; offsets are then byte offsets,
-summed from the tokens' byte lengths. Every other tokenizer goes through its own ``__call__``.
+The ids are exactly those of the tokenizer's own call on the whole text (``tokenizer(text,
+add_special_tokens=False)``): for tiktoken that is how ``encode(text, allowed_special="all")``
+works inside; for a ``tokenizers`` backend it is how its added vocabulary splits text before
+anything else runs, and a probe checks it once per tokenizer. A tokenizer that
+``glmdata.tokenizer.load_tokenizer`` converted from glm-4-9b-chat's tiktoken files is encoded with
+tiktoken itself (``glmdata.tokenizer.tiktoken_encoding``: the same ids, several times faster on
+this vocabulary); every other fast tokenizer with its ``tokenizers`` backend.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import weakref
-from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
+from glmdata import jsontext
+from glmdata.models import MessageDict
 from glmdata.render import NothingToTrain, Rendered, Template, TemplateError, TrainOn, render_spans
 
 __all__ = [
@@ -32,9 +39,10 @@ __all__ = [
     "IGNORE_INDEX",
     "MaskError",
     "TruncationReport",
+    "encode_batch",
     "encode_rendered",
-    "tokenize",
     "token_spans",
+    "tokenize",
     "tokenize_batch",
     "truncation_report",
 ]
@@ -44,16 +52,13 @@ IGNORE_INDEX = -100
 #: Tokens the GLM-4 template writes; the tokenizer must keep each as one special token.
 GLM4_CONTROL_TOKENS = ("[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
 
-# Tokenizers already checked for the control tokens (by object, without keeping them alive).
-_checked_tokenizers: weakref.WeakSet[Any] = weakref.WeakSet()
-
 
 class MaskError(ValueError):
     """The tokenizer cannot produce correct loss masks for GLM-4 text."""
 
 
 def tokenize(
-    messages: Sequence[Mapping[str, Any]],
+    messages: Sequence[MessageDict],
     tokenizer: Any,
     *,
     train_on: TrainOn = "assistant",
@@ -76,9 +81,18 @@ def tokenize(
 
 def encode_rendered(rendered: Rendered, tokenizer: Any, *, max_length: int | None = None) -> dict[str, list[int]]:
     """Tokenize a ``Rendered`` text and label the tokens inside its spans (see ``tokenize``)."""
-    _check_tokenizer(tokenizer)
-    [(input_ids, ranges)] = _encode([rendered], tokenizer)
+    [(input_ids, ranges)] = _encode([rendered], _encoder(tokenizer))
     return _labelled(input_ids, ranges, max_length)
+
+
+def encode_batch(
+    rendered: Sequence[Rendered], tokenizer: Any, *, max_length: int | None = None
+) -> list[dict[str, list[int]]]:
+    """``encode_rendered`` for many texts at once: the text between tags of all of them is encoded
+    in one call of the tokenizer (its threads at work), each distinct piece once. Errors name the
+    row's position (``row 3 of the batch: ...``)."""
+    encoded = _encode(rendered, _encoder(tokenizer), "row {} of the batch: ")
+    return [_labelled(ids, ranges, max_length) for ids, ranges in encoded]
 
 
 def tokenize_batch(
@@ -94,33 +108,30 @@ def tokenize_batch(
 
     Each value of ``batch[column]`` is a message list, or JSON text of a row (``{"messages": [...]}``)
     or of a message list, such as the ``glm_json`` column of ``glmdata.convert.convert_batch``.
-    Returns the three columns of ``tokenize`` for every row, in order (the texts are tokenized in
-    one call, in parallel). Prefer JSON text: Arrow merges message structs across rows, so a
-    message list loaded through ``datasets`` carries every key with ``None`` where a row had none
-    (rendering treats those as absent, like ``apply_chat_template``) and tool schemas gain the
-    properties of other rows' tools (which would be rendered). Errors name the row's position in
-    the batch.
+    Returns the three columns of ``tokenize`` for every row, in order (encoded as ``encode_batch``
+    does). Prefer JSON text: Arrow merges message structs across rows, so a message list loaded
+    through ``datasets`` carries every key with ``None`` where a row had none (rendering treats
+    those as absent, like ``apply_chat_template``) and tool schemas gain the properties of other
+    rows' tools (which would be rendered). Errors name the row's position in the batch.
     """
-    _check_tokenizer(tokenizer)
+    _encoder(tokenizer)  # a tokenizer that cannot give masks is refused before any rendering
     rendered = []
     for index, value in enumerate(batch[column]):
         try:
-            messages = _messages(value)
-            rendered.append(render_spans(messages, train_on=train_on, template=template))
+            rendered.append(render_spans(_messages(value), train_on=train_on, template=template))
         except (ValueError, KeyError, TypeError) as e:
             kind = type(e) if isinstance(e, (NothingToTrain, TemplateError)) else ValueError
             raise kind(f"row {index} of the batch: {e}") from e
     out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "assistant_masks": []}
-    for input_ids, ranges in _encode(rendered, tokenizer, where="row {} of the batch: "):
-        row = _labelled(input_ids, ranges, max_length)
+    for row in encode_batch(rendered, tokenizer, max_length=max_length):
         for key, value in row.items():
             out[key].append(value)
     return out
 
 
-def _messages(value: Any) -> Sequence[Mapping[str, Any]]:
+def _messages(value: Any) -> Sequence[MessageDict]:
     if isinstance(value, (str, bytes)):
-        value = json.loads(value)
+        value = jsontext.loads(value)
     if isinstance(value, Mapping):
         value = value["messages"]
     return value
@@ -130,11 +141,16 @@ def token_spans(rendered: Sequence[Rendered], tokenizer: Any) -> list[list[int]]
     """For each rendered row, per token: the index of the trained span holding it (into
     ``rendered.spans``), or -1 for an untrained token.
 
-    The building block of the labels, for statistics per turn; the texts are tokenized in one
-    call. Raises ``MaskError`` like ``tokenize``.
+    The building block of the labels, for statistics per turn; encoded as ``encode_batch`` does.
+    Raises ``MaskError`` like ``tokenize``.
     """
-    _check_tokenizer(tokenizer)
-    return [_turns(len(input_ids), ranges) for input_ids, ranges in _encode(rendered, tokenizer)]
+    out = []
+    for input_ids, ranges in _encode(rendered, _encoder(tokenizer)):
+        turn = [-1] * len(input_ids)
+        for i, j, k in ranges:
+            turn[i:j] = [k] * (j - i)
+        out.append(turn)
+    return out
 
 
 @dataclass(frozen=True)
@@ -155,7 +171,7 @@ class TruncationReport:
 
 
 def truncation_report(
-    messages: Sequence[Mapping[str, Any]],
+    messages: Sequence[MessageDict],
     tokenizer: Any,
     max_length: int | None,
     *,
@@ -177,182 +193,41 @@ def truncation_report(
     return TruncationReport(tokens, trained, max_length, True, len(cut), sum(t >= 0 for t in cut), inside)
 
 
-def _check_tokenizer(tokenizer: Any) -> None:
-    try:
-        if tokenizer in _checked_tokenizers:
-            return
-    except TypeError:  # not weak-referenceable: check every time
-        pass
-    if not getattr(tokenizer, "is_fast", False):
-        raise MaskError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer: loss masks need character offsets; "
-            "load it with glmdata.tokenizer.load_tokenizer"
-        )
-    added = tokenizer.get_added_vocab()
-    missing = [t for t in GLM4_CONTROL_TOKENS if t not in added]
-    if missing:
-        raise MaskError(
-            f"the tokenizer does not have the GLM-4 special tokens {', '.join(missing)}: they would be "
-            "tokenized as plain text; load GLM-4's tokenizer with glmdata.tokenizer.load_tokenizer"
-        )
-    try:
-        _checked_tokenizers.add(tokenizer)
-    except TypeError:
-        pass
-
+# --- encoding ------------------------------------------------------------------------------------
 
 # Token index ranges of a row's trained spans: (first token, end token, span index), in order.
 Ranges = list[tuple[int, int, int]]
 
 
-def _encode(rendered: Sequence[Rendered], tokenizer: Any, where: str = "") -> list[tuple[list[int], Ranges]]:
+def _encode(rendered: Sequence[Rendered], encoder: _Encoder, where: str = "") -> list[tuple[list[int], Ranges]]:
     """Token ids of each rendered text, and the token ranges of its trained spans. ``where``
     (with ``{}`` for the row's position) prefixes ``MaskError``s."""
-    from glmdata.tokenizer import tiktoken_encoding
-
+    # [text, tag, text, tag, ..., text] for each row
+    pieces = [encoder.split(r.text) for r in rendered]
+    texts = list(dict.fromkeys(p for row in pieces for p in row[::2] if p))
+    ids_of = {"": [], **{tag: [i] for tag, i in encoder.tag_ids.items()}, **dict(zip(texts, encoder.encode(texts)))}
     out = []
-    encoding = tiktoken_encoding(tokenizer)
-    if encoding is not None:
-        lengths = _token_lengths(encoding)
-        for index, (r, input_ids) in enumerate(zip(rendered, _tiktoken_ids(encoding, [r.text for r in rendered]))):
-            try:
-                out.append((input_ids, _ranges_from_bytes(input_ids, lengths, r)))
-            except MaskError as e:
-                raise MaskError(where.format(index) + str(e)) from e
-        return out
-    encodings = tokenizer([r.text for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
-    for index, r in enumerate(rendered):
-        try:
-            turn = _token_spans(encodings["offset_mapping"][index], r)
-        except MaskError as e:
-            raise MaskError(where.format(index) + str(e)) from e
-        out.append((list(encodings["input_ids"][index]), _ranges_from_turns(turn)))
+    for index, (r, row) in enumerate(zip(rendered, pieces)):
+        row_ids = list(map(ids_of.__getitem__, row))
+        input_ids = list(chain.from_iterable(row_ids))
+        # the character offset of each piece's end -> the token index there
+        tokens_at = dict(zip(accumulate(map(len, row)), accumulate(map(len, row_ids))))
+        tokens_at[0] = 0
+        ranges = []
+        for k, (a, b) in enumerate(r.spans):
+            i, j = tokens_at.get(a), tokens_at.get(b)
+            if i is None or j is None:
+                raise MaskError(where.format(index) + _off_tag(r.text, a if i is None else b))
+            ranges.append((i, j, k))
+        out.append((input_ids, ranges))
     return out
 
 
-# Texts per task when a batch is encoded on several threads (tiktoken releases the GIL).
-_CHUNK = 32
-_pool: tuple[int, Any] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
-
-
-def _threads() -> int:
-    if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("0", "false", "no", "off"):
-        return 1  # the switch that also keeps transformers' tokenizers on one thread
-    try:
-        return min(len(os.sched_getaffinity(0)), 16)
-    except AttributeError:  # pragma: no cover - not on Linux
-        return min(os.cpu_count() or 1, 16)
-
-
-def _tiktoken_ids(encoding: Any, texts: list[str]) -> list[list[int]]:
-    """``encoding.encode(text, allowed_special="all")`` for every text, in order; batches are
-    spread over the available cores, in chunks, like a fast tokenizer's batch call."""
-    global _pool
-
-    def encode(chunk: list[str]) -> list[list[int]]:
-        return [encoding.encode(text, allowed_special="all") for text in chunk]
-
-    threads = _threads()
-    if threads < 2 or len(texts) < 2 * _CHUNK:
-        return encode(texts)
-    if _pool is None or _pool[0] != os.getpid():
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="glmdata-tokenize"))
-    chunks = [texts[i : i + _CHUNK] for i in range(0, len(texts), _CHUNK)]
-    return [ids for chunk in _pool[1].map(encode, chunks) for ids in chunk]
-
-
-# Byte length of every token id, by tiktoken encoding (by object, without keeping it alive).
-_lengths: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
-
-
-def _token_lengths(encoding: Any) -> list[int]:
-    lengths = _lengths.get(encoding)
-    if lengths is None:
-        lengths = []
-        for token in range(encoding.n_vocab):
-            try:
-                lengths.append(len(encoding.decode_single_token_bytes(token)))
-            except KeyError:  # an unused id: never produced
-                lengths.append(0)
-        _lengths[encoding] = lengths
-    return lengths
-
-
-def _ranges_from_bytes(input_ids: list[int], lengths: list[int], rendered: Rendered) -> Ranges:
-    """The token ranges of the trained spans, for tokens given by their byte lengths: token t
-    covers bytes ``[ends[t-1], ends[t])`` of the UTF-8 text. Raises ``MaskError`` for a token that
-    crosses a span edge, as ``_token_spans`` does for character offsets."""
-    ends = list(accumulate(map(lengths.__getitem__, input_ids)))
-    n = len(input_ids)
-    text = rendered.text
-    ascii_text = text.isascii()
-    ranges = []
-    position = byte = 0  # a character position and its byte offset
-    for k, (a, b) in enumerate(rendered.spans):
-        first = a if ascii_text else byte + len(text[position:a].encode("utf-8"))
-        stop = b if ascii_text else first + len(text[a:b].encode("utf-8"))
-        position, byte = b, stop
-        i = bisect_right(ends, first)  # the token holding byte `first`
-        if i < n and (ends[i - 1] if i else 0) != first:
-            raise _straddle_bytes(text, ends[i - 1] if i else 0, ends[i])
-        j = bisect_left(ends, stop)  # the token holding byte `stop - 1`
-        if j < n and ends[j] != stop:
-            raise _straddle_bytes(text, ends[j - 1] if j else 0, ends[j])
-        ranges.append((i, j + 1, k))
-    return ranges
-
-
-def _ranges_from_turns(turn: list[int]) -> Ranges:
-    ranges: Ranges = []
-    for t, k in enumerate(turn):
-        if k >= 0:
-            if ranges and ranges[-1][2] == k and ranges[-1][1] == t:
-                ranges[-1] = (ranges[-1][0], t + 1, k)
-            else:
-                ranges.append((t, t + 1, k))
-    return ranges
-
-
-def _turns(n: int, ranges: Ranges) -> list[int]:
-    turn = [-1] * n
-    for i, j, k in ranges:
-        turn[i:j] = [k] * (j - i)
-    return turn
-
-
-def _straddle_bytes(text: str, start: int, end: int) -> MaskError:
-    data = text.encode("utf-8")
-    chars = lambda position: len(data[:position].decode("utf-8", "ignore"))  # noqa: E731
-    return _straddle(text, chars(start), chars(end))
-
-
-def _token_spans(offsets: Sequence[Sequence[int]], rendered: Rendered) -> list[int]:
-    """For each token, the index of the trained span holding it, or -1.
-
-    Raises ``MaskError`` for a token that crosses a span edge.
-    """
-    spans = rendered.spans
-    starts = [a for a, _ in spans]
-    out = []
-    for start, end in offsets:
-        j = bisect_right(starts, start) - 1  # the last span starting at or before the token
-        if j >= 0 and start < spans[j][1]:
-            if end > spans[j][1]:
-                raise _straddle(rendered.text, start, end)
-            out.append(j)
-        else:
-            if j + 1 < len(spans) and end > spans[j + 1][0]:
-                raise _straddle(rendered.text, start, end)
-            out.append(-1)
-    return out
-
-
-def _straddle(text: str, start: int, end: int) -> MaskError:
-    return MaskError(
-        f"token at characters {start}..{end} ({text[start:end]!r}) crosses the edge of a trained span: "
-        "the tokenizer does not split the text at GLM-4's role tags"
+def _off_tag(text: str, edge: int) -> str:
+    return (
+        f"a trained span starts or ends at character {edge} ({text[max(edge - 12, 0) : edge]!r} | "
+        f"{text[edge : edge + 12]!r}), which is not the edge of a special token: the tokenizer does not split "
+        "the text at GLM-4's role tags, or a role is not one of GLM-4's (system, user, assistant, observation)"
     )
 
 
@@ -366,3 +241,149 @@ def _labelled(input_ids: list[int], ranges: Ranges, max_length: int | None) -> d
     if max_length is not None:
         input_ids, labels, masks = input_ids[:max_length], labels[:max_length], masks[:max_length]
     return {"input_ids": input_ids, "labels": labels, "assistant_masks": masks}
+
+
+# --- one tokenizer's encoder ---------------------------------------------------------------------
+
+
+class _Encoder:
+    """How one tokenizer, as it is now, encodes rendered text: the special tokens it splits the text
+    at and their ids, and the batch call for the text between them."""
+
+    def __init__(self, tag_ids: dict[str, int], encode: Callable[[list[str]], list[list[int]]]) -> None:
+        self.tag_ids = tag_ids
+        self.encode = encode
+        # Longest first: where two tags start at one place, the longer wins, as in the tokenizers'
+        # added vocabulary (leftmost-longest). A capturing group makes `split` keep the tags.
+        alternatives = "|".join(map(re.escape, sorted(tag_ids, key=len, reverse=True)))
+        self.split: Callable[[str], list[str]] = re.compile(f"({alternatives})").split
+
+
+# Encoders by tokenizer (without keeping it alive), with the state they were built for.
+_encoders: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], _Encoder]] = weakref.WeakKeyDictionary()
+
+
+def _encoder(tokenizer: Any) -> _Encoder:
+    """The encoder of ``tokenizer``; raises ``MaskError`` for a tokenizer that cannot give masks."""
+    import glmdata.tokenizer  # looked up on each call: the benchmark switches the tiktoken path off
+
+    encoding = glmdata.tokenizer.tiktoken_encoding(tokenizer)
+    if encoding is None and getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise MaskError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer (it has no tokenizers backend); "
+            "load it with glmdata.tokenizer.load_tokenizer"
+        )
+    # Tokens added or a setting changed since: build again.
+    state = (len(tokenizer), bool(getattr(tokenizer, "split_special_tokens", False)), encoding)
+    try:
+        known = _encoders.get(tokenizer)
+    except TypeError:  # not weak-referenceable: build every time
+        known = None
+    if known is not None and known[0] == state:
+        return known[1]
+    encoder = _tiktoken_encoder(encoding) if encoding is not None else _backend_encoder(tokenizer)
+    missing = [t for t in GLM4_CONTROL_TOKENS if t not in encoder.tag_ids]
+    if missing:
+        raise MaskError(
+            f"the tokenizer does not have the GLM-4 special tokens {', '.join(missing)}: they would be "
+            "tokenized as plain text; load GLM-4's tokenizer with glmdata.tokenizer.load_tokenizer"
+        )
+    _probe(tokenizer, encoder)
+    try:
+        _encoders[tokenizer] = (state, encoder)
+    except TypeError:
+        pass
+    return encoder
+
+
+def _tiktoken_encoder(encoding: Any) -> _Encoder:
+    # tiktoken's encode(text, allowed_special="all") splits at its special tokens and encodes each
+    # piece between them with encode_ordinary: the same as here.
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [encoding.encode_ordinary(text) for text in texts]
+
+    tags = {token: encoding.encode_single_token(token) for token in encoding.special_tokens_set}
+    return _Encoder(tags, lambda texts: _in_threads(encode, texts))
+
+
+def _backend_encoder(tokenizer: Any) -> _Encoder:
+    backend = tokenizer.backend_tokenizer
+    if getattr(tokenizer, "split_special_tokens", False):
+        raise MaskError(
+            "the tokenizer is set to split special tokens (split_special_tokens=True): GLM-4's role tags "
+            "would be tokenized as plain text; set it to False"
+        )
+    # The tokenizers library splits text at its added tokens that are matched on the raw text
+    # (normalized=False) before anything else: the pieces between them are encoded on their own.
+    added = [(i, t) for i, t in backend.get_added_tokens_decoder().items() if not t.normalized]
+    stripping = [t.content for _, t in added if t.lstrip or t.rstrip or t.single_word]
+    if stripping:
+        raise MaskError(
+            f"the tokenizer's special tokens {', '.join(stripping)} take the spaces around them (lstrip, rstrip or "
+            "single_word): the text between GLM-4's tags would not be encoded as written"
+        )
+    encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: tokenizers >= 0.21
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        # As the tokenizer's own __call__ does before each call: an earlier call's padding,
+        # truncation or split_special_tokens may still be set on the backend.
+        if backend.truncation is not None:
+            backend.no_truncation()
+        if backend.padding is not None:
+            backend.no_padding()
+        if backend.encode_special_tokens:
+            backend.encode_special_tokens = False
+        return [e.ids for e in encode_batch(texts, add_special_tokens=False)]
+
+    return _Encoder({t.content: i for i, t in added}, encode)
+
+
+# Text with all of GLM-4's tags and the spaces, newlines and scripts around them that rendered rows
+# have: encoded piece by piece, it must give the tokenizer's own ids for the whole text. A
+# tokenizer that encodes a piece differently at the start of a text (a SentencePiece "▁" added to
+# each piece, say) fails here.
+_PROBE = (
+    '[gMASK]<sop><|system|>\n 你是助手。\n\n# 可用工具\n## f\n\n{\n    "a": 1\n}<|user|>  hi there \n'
+    '<|assistant|>f\n{"a": 1}<|observation|>\n 20 <|assistant|>\nOK, ok  <|user|>'
+)
+
+
+def _probe(tokenizer: Any, encoder: _Encoder) -> None:
+    [(ours, _)] = _encode([Rendered(_PROBE, [])], encoder)
+    theirs = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
+    if ours != theirs:
+        raise MaskError(
+            "the tokenizer encodes the text between GLM-4's special tokens differently when it stands alone "
+            "(e.g. it adds a space at the start of each piece): glmdata cannot give its ids piece by piece"
+        )
+
+
+# Texts per task when a batch is encoded on several threads (tiktoken releases the GIL).
+_CHUNK = 64
+_pool: tuple[int, Any] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
+
+
+def _threads() -> int:
+    if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("0", "false", "no", "off"):
+        return 1  # the switch that also keeps the tokenizers library on one thread
+    try:
+        return min(len(os.sched_getaffinity(0)), 16)
+    except AttributeError:  # pragma: no cover - not on Linux
+        return min(os.cpu_count() or 1, 16)
+
+
+def _in_threads(encode: Callable[[list[str]], list[list[int]]], texts: list[str]) -> list[list[int]]:
+    """``encode(texts)``, spread over the available cores in chunks, in order, like a fast
+    tokenizer's batch call (tiktoken's own batch call starts a thread pool per call and hands it
+    one text at a time, which costs more than it gains on short pieces)."""
+    global _pool
+
+    threads = _threads()
+    if threads < 2 or len(texts) < 2 * _CHUNK:
+        return encode(texts)
+    if _pool is None or _pool[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="glmdata-tokenize"))
+    chunks = [texts[i : i + _CHUNK] for i in range(0, len(texts), _CHUNK)]
+    return [ids for chunk in _pool[1].map(encode, chunks) for ids in chunk]

@@ -4,11 +4,10 @@ Rendering is byte-identical to ``tokenizer.apply_chat_template(messages, tokeniz
 templates run in one Jinja environment configured exactly as transformers configures its own
 (sandboxed, ``trim_blocks``, ``lstrip_blocks``, ``loopcontrols``, the ``{% generation %}`` tag, and
 its ``tojson`` that keeps key order and non-ASCII text). Like ``apply_chat_template``, keys whose
-value is ``None`` are dropped from each message before rendering.
-
-The glm-4-9b-chat template (any system-prompt wording) also has a pure-Python renderer, used
-automatically, that gives the same bytes several times faster; it falls back to Jinja for any
-value it does not handle itself. Tests hold both paths to transformers' output.
+value is ``None`` are dropped from each message before rendering. The ``.jinja`` file is the only
+implementation of a template's semantics; the environment only takes shorter ways to the same
+results (the JSON text of values written before, as tool declarations repeat across rows; keys
+looked up in plain dicts), each held by tests to transformers' or json's own.
 
 ``render_spans`` returns the training text and the character spans that are trained, with the
 semantics of the official GLM-4 finetune demo (``finetune.py``, ``process_batch``): see its
@@ -17,16 +16,22 @@ docstring. ``glmdata.masks`` turns the spans into token labels.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
-from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
+
+from glmdata import jsontext
+from glmdata.models import MessageDict
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -56,9 +61,9 @@ TRAIN_ON: tuple[str, ...] = ("assistant", "all", "last")
 
 # A GLM-4 role tag, as written at the start of every rendered message.
 _ROLE_TAG = re.compile(r"<\|[^|<>]*\|>")
-# The system-prompt line of the glm-4-9b-chat tools block; variants differ only in this line
-# (v1 "名为 ChatGLM 的", v2 / glm-4-9b-chat-1m "名为 GLM-4 的", edited copies in the wild).
-_TOOLS_PROMPT = re.compile(r"[^\n{}%#]*(?=\n\n# 可用工具)")
+
+# What render and render_spans take: the typed GLM messages row, or any mappings of the same shape.
+Messages = Sequence[MessageDict] | Sequence[Mapping[str, Any]]
 
 
 class TemplateError(ValueError):
@@ -92,10 +97,6 @@ class Template:
     def has_generation_markers(self) -> bool:
         """Whether the template marks trained text with ``{% generation %}`` blocks."""
         return re.search(r"\{%-?\s*generation\s*-?%\}", self.text) is not None
-
-    @cached_property
-    def _fast(self) -> _FastGLM4 | None:
-        return _fast_renderer(self.text)
 
     def __repr__(self) -> str:
         return f"Template(origin={self.origin!r}, {len(self.text)} chars)"
@@ -151,9 +152,7 @@ def _packaged(name: str) -> Template:
 
 def _read_text(path: Path) -> str:
     try:
-        # newline="" keeps the bytes: a template's line endings are part of its output.
-        with open(path, encoding="utf-8", newline="") as f:
-            text = f.read()
+        text = path.read_bytes().decode("utf-8")  # bytes as they are: line endings are part of the output
     except (OSError, UnicodeDecodeError) as e:
         raise TemplateError(f"cannot read chat template {path}: {e}") from e
     if not text.strip():
@@ -176,15 +175,14 @@ def _from_directory(path: Path) -> Template:
 
 def _from_tokenizer_config(path: Path) -> Template:
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = jsontext.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise TemplateError(f"cannot read {path}: {e}") from e
     template = config.get("chat_template") if isinstance(config, dict) else None
     if isinstance(template, str) and template.strip():
         return Template(template, f"{path}:chat_template")
     if isinstance(template, list):
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        named: dict[Any, Any] = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         if "default" in named:
             choice = "default"
         elif len(named) == 1:
@@ -194,8 +192,9 @@ def _from_tokenizer_config(path: Path) -> Template:
                 f"{path} has several chat templates ({', '.join(map(str, named))}) and none named 'default'; "
                 "save the one you want as a .jinja file and pass that"
             )
-        if isinstance(named[choice], str) and named[choice].strip():
-            return Template(named[choice], f"{path}:chat_template[{choice}]")
+        text = named[choice]
+        if isinstance(text, str) and text.strip():
+            return Template(text, f"{path}:chat_template[{choice}]")
     raise TemplateError(f"{path} has no chat_template; pass a .jinja file or a directory with chat_template.jinja")
 
 
@@ -220,12 +219,10 @@ def install_template(
         template = GENERATION_TEMPLATE if training else DEFAULT_TEMPLATE
     text = load_template(template).text
     target = directory / "chat_template.jinja"
-    with open(target, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
+    target.write_text(text, encoding="utf-8", newline="")
     config_path = directory / "tokenizer_config.json"
     if config_path.is_file():
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = jsontext.loads(config_path.read_text(encoding="utf-8"))
         old = config.get("chat_template") if isinstance(config, dict) else None
         if isinstance(old, str):
             config["chat_template"] = text
@@ -234,8 +231,7 @@ def install_template(
                 {**t, "template": text} if isinstance(t, dict) and t.get("name") == "default" else t for t in old
             ]
         if old is not None:
-            with open(config_path, "w", encoding="utf-8") as f:
-                f.write(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+            config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return target
 
 
@@ -245,67 +241,38 @@ def install_template(
 @lru_cache(maxsize=1)
 def _environment() -> Any:
     """The one Jinja environment, built like transformers' ``_compile_jinja_template`` builds its own."""
-    from contextlib import contextmanager
     from datetime import datetime
 
     import jinja2
     from jinja2.ext import Extension, loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    class AssistantTracker(Extension):
-        # transformers' `{% generation %}` tag: renders its body, and records its character
-        # span while a tracker is active.
-        tags = {"generation"}
-
-        def __init__(self, environment: Any) -> None:
-            super().__init__(environment)
-            environment.extend(activate_tracker=self.activate_tracker)
-            self._rendered_blocks: list[str] | None = None
-            self._generation_indices: list[tuple[int, int]] | None = None
+    class Generation(Extension):
+        # transformers' `{% generation %}` tag (its AssistantTracker), which renders its body as a
+        # call block; transformers also records the body's span for an assistant mask, which
+        # glmdata never asks of it (render_spans locates the trained text itself).
+        tags = {"generation"}  # noqa: RUF012 - the name Jinja reads
 
         def parse(self, parser: Any) -> Any:
             lineno = next(parser.stream).lineno
             body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
             return jinja2.nodes.CallBlock(self.call_method("_generation_support"), [], [], body).set_lineno(lineno)
 
-        @jinja2.pass_eval_context
-        def _generation_support(self, context: Any, caller: Any) -> str:
-            rv = caller()
-            if self._rendered_blocks is not None and self._generation_indices is not None:
-                start = len("".join(self._rendered_blocks))
-                self._generation_indices.append((start, start + len(rv)))
-            return rv
-
-        @contextmanager
-        def activate_tracker(self, rendered_blocks: list[str], generation_indices: list[tuple[int, int]]) -> Any:
-            try:
-                if self._rendered_blocks is not None:
-                    raise ValueError("AssistantTracker should not be reused before closed")
-                self._rendered_blocks = rendered_blocks
-                self._generation_indices = generation_indices
-                yield
-            finally:
-                self._rendered_blocks = None
-                self._generation_indices = None
+        def _generation_support(self, caller: Any) -> str:
+            return str(caller())
 
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(
-        x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
-    ) -> str:
-        # transformers' tojson: Jinja's own escapes HTML and non-ASCII and sorts keys.
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     def strftime_now(format: str) -> str:
         return datetime.now().strftime(format)
 
     class TemplateDict:
         # dict() without attribute access to the real type, as in transformers' sandbox.
-        def __call__(self, *args: Any, **kwargs: Any) -> dict:
+        def __call__(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
             return dict(*args, **kwargs)
 
-        def fromkeys(self, *args: Any, **kwargs: Any) -> dict:
+        def fromkeys(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
             return dict.fromkeys(*args, **kwargs)
 
     class TemplateNamespace(jinja2.utils.Namespace):
@@ -346,22 +313,44 @@ def _environment() -> Any:
             _check_binop(operator, left, right)
             return super().call_binop(context, operator, left, right)
 
+        def make_globals(self, d: Any) -> Any:
+            # Jinja chains a template's globals over these and copies the chain at each render
+            # (7 us of a row's 27). These are all set before any template compiles: a plain dict
+            # holds the same names.
+            return {**self.globals, **(d or {})}
+
+        # Jinja looks for a key missing from a dict (a message without tools or metadata: most
+        # messages) as a key and then as an attribute, through two exceptions: half of a row's
+        # time. For a plain dict and a name that is no attribute of dict, both ways end here.
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            if type(obj) is dict and type(argument) is str and argument not in _DICT_NAMES:
+                value = obj.get(argument, _MISSING)
+                return self.undefined(obj=obj, name=argument) if value is _MISSING else value
+            return super().getitem(obj, argument)
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            if type(obj) is dict and type(attribute) is str and attribute not in _DICT_NAMES:
+                value = obj.get(attribute, _MISSING)
+                return self.undefined(obj=obj, name=attribute) if value is _MISSING else value
+            return super().getattr(obj, attribute)
+
     class NoFiles(jinja2.BaseLoader):
         def get_source(self, environment: Any, template: str) -> Any:
             raise jinja2.exceptions.TemplateNotFound(
                 template, f"chat templates cannot read other files (refused: {template!r})"
             )
 
-    env = Sandbox(
-        trim_blocks=True, lstrip_blocks=True, extensions=[AssistantTracker, loopcontrols], loader=NoFiles()
-    )
-    env.filters["tojson"] = tojson
+    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols], loader=NoFiles())
+    env.filters["tojson"] = _ToJSON()
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     env.globals["dict"] = TemplateDict()
     env.globals["namespace"] = TemplateNamespace
     return env
 
+
+_DICT_NAMES = frozenset(dir(dict))
+_MISSING = object()
 
 #: Largest string or list a template may build with ``*`` (characters or items).
 MAX_TEMPLATE_SEQUENCE = 10_000_000
@@ -372,254 +361,85 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
 
     if operator == "*":
         for seq, n in ((left, right), (right, left)):
-            if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_TEMPLATE_SEQUENCE:
-                raise SecurityError(f"the template builds a sequence of {len(seq) * n:,} items with '*' (limit {MAX_TEMPLATE_SEQUENCE:,})")
-    elif isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
-        if (abs(left).bit_length() - 1) * right > 1_000_000:
-            raise SecurityError("the template computes a number of more than a million bits with '**'")
+            if (
+                isinstance(seq, (str, bytes, list, tuple))
+                and isinstance(n, int)
+                and len(seq) * n > MAX_TEMPLATE_SEQUENCE
+            ):
+                raise SecurityError(
+                    f"the template builds a sequence of {len(seq) * n:,} items with '*' "
+                    f"(limit {MAX_TEMPLATE_SEQUENCE:,})"
+                )
+        return
+    integers = isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1
+    if integers and (abs(left).bit_length() - 1) * right > 1_000_000:
+        raise SecurityError("the template computes a number of more than a million bits with '**'")
 
 
 @lru_cache(maxsize=64)
-def _compile(text: str) -> Any:
+def _compile(text: str) -> jinja2.Template:
     import jinja2
 
     try:
         return _environment().from_string(text)
     except jinja2.exceptions.TemplateSyntaxError as e:
         raise TemplateError(f"chat template does not compile: line {e.lineno}: {e.message}") from e
-    except Exception as e:  # noqa: BLE001 - e.g. RecursionError on absurdly nested text
+    except Exception as e:  # e.g. RecursionError on absurdly nested text
         raise TemplateError(f"chat template does not compile: {type(e).__name__}: {e}") from e
 
 
-def _jinja_render(template: Template, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool) -> str:
-    import jinja2
+# --- tojson ----------------------------------------------------------------------------------
 
-    # apply_chat_template drops None-valued keys: a template then sees the key as undefined.
-    chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
-    try:
-        return _compile(template.text).render(
-            messages=chat, tools=None, documents=None, add_generation_prompt=add_generation_prompt
-        )
-    except TemplateError as e:
-        raise TemplateError(f"{template.origin}: {e}") from e
-    except jinja2.exceptions.TemplateError as e:
-        raise TemplateError(f"{template.origin}: rendering failed: {e}") from e
-    except Exception as e:  # noqa: BLE001 - the template's own code failed: 1/0, '{0:%s}'.format(1), ...
-        raise TemplateError(f"{template.origin}: rendering failed: {type(e).__name__}: {e}") from e
+# Exact JSON types only in a cache key: orjson refuses subclasses, dataclasses and dates with these.
+_EXACT = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
-# --- the fast glm-4-9b-chat renderer ---------------------------------------------------------
+class _ToJSON:
+    """transformers' ``tojson`` filter: ``json.dumps`` with key order and non-ASCII text kept (Jinja's
+    own sorts keys and escapes both), remembering the text of values it has written before.
 
-
-class _Fallback(Exception):
-    """A value the fast renderer leaves to Jinja (unusual types); never escapes this module."""
-
-
-class _FastGLM4:
-    """Pure-Python rendering of the glm-4-9b-chat template, piece by piece.
-
-    Built from a template whose text matches glm-4-9b-chat's apart from the system-prompt line.
-    Every constant is taken from Jinja's own rendering of probe conversations, and the renderer
-    is only used if it reproduces Jinja on a probe that takes every branch of the template.
+    A tools block's ``tojson(indent=4)`` is the costliest part of rendering a row (json indents in
+    pure Python), and tool declarations repeat across rows. The key is orjson's compact text of the
+    value: it keeps key order and tells ``1``, ``1.0``, ``true`` and ``-0.0`` apart, and exists only
+    for exact JSON types. It writes NaN and infinities as ``null``, and enums, UUIDs and
+    ``orjson.Fragment`` (which ``json.dumps`` refuses) as strings, so a value is served from the
+    cache only if it equals the plain value parsed back from its key, which none of those do.
+    Anything else (``separators``, an integer beyond 64 bits, a key that is not a string) is
+    written by ``json.dumps`` every time.
     """
 
-    _BUILTIN_TYPES = ("python", "simple_browser", "cogview")
-    _CACHE_LIMIT = 4096
+    #: The cache starts over when its keys hold more than this many bytes (its entries take 3-10x that).
+    MAX_BYTES = 2_000_000
 
-    def __init__(self, template: Template) -> None:
-        system = {"role": "system", "content": ""}
-        self.prefix = _jinja_render(template, [], False)
-        with_header = _jinja_render(template, [{**system, "tools": []}], False)
-        self.tools_header = with_header[len(self.prefix) :]
-        # A function tool renders as HEAD + name + MIDDLE + tojson(function, indent=4) + TAIL.
-        probe_function = {"name": "probe_name"}
-        block = _jinja_render(
-            template, [{**system, "tools": [{"type": "function", "function": probe_function}]}], False
-        )
-        block = block[len(with_header) :]
-        head, _, rest = block.partition(probe_function["name"])
-        middle, _, tail = rest.partition(json.dumps(probe_function, ensure_ascii=False, indent=4))
-        self.function_head, self.function_middle, self.function_tail = head, middle, tail
-        self.builtin_blocks = {
-            kind: _jinja_render(template, [{**system, "tools": [{"type": kind}]}], False)[len(with_header) :]
-            for kind in self._BUILTIN_TYPES
-        }
-        # Tools blocks by JSON text of the tools list: datasets repeat the same declarations
-        # across rows, and serializing them with indentation is the costliest part of a row.
-        self._tools_cache: dict[str, str] = {}
+    def __init__(self) -> None:
+        self._texts: dict[tuple[bytes, int | None, bool, bool], tuple[Any, str]] = {}
+        self._bytes = 0
 
-    def pieces(self, messages: Sequence[Mapping[str, Any]]) -> list[str]:
-        """The rendered text of each message, in order (``""`` for a message that renders nothing)."""
-        out = []
-        for m in messages:
-            if type(m) is not dict:
-                raise _Fallback
-            piece = ""
-            tools = m.get("tools")
-            if tools is not None:
-                piece = self._tools_block(tools)
-            content = m.get("content")
-            if content:
-                role = m.get("role")
-                metadata = m.get("metadata")
-                if (
-                    type(content) is not str
-                    or (role is not None and type(role) is not str)
-                    or (metadata is not None and type(metadata) is not str)
-                ):
-                    raise _Fallback
-                piece += "<|" + (role or "") + "|>" + (metadata or "") + "\n" + content
-            out.append(piece)
-        return out
-
-    def _tools_block(self, tools: Any) -> str:
-        if type(tools) is not list:
-            raise _Fallback
-        key = _tools_key(tools)
-        block = self._tools_cache.get(key)
-        if block is None:
-            block = self.tools_header + "".join(self._tool_block(tool) for tool in tools)
-            if len(self._tools_cache) >= self._CACHE_LIMIT:
-                self._tools_cache.clear()
-            self._tools_cache[key] = block
-        return block
-
-    def _tool_block(self, tool: Any) -> str:
-        if type(tool) is not dict:
-            raise _Fallback
-        kind = tool.get("type")
-        if type(kind) is not str:
-            raise _Fallback
-        if kind == "function":
-            function = tool.get("function")
-            if type(function) is not dict:
-                raise _Fallback
-            name = function.get("name", "")
-            if type(name) is not str:
-                raise _Fallback
-            body = _tojson_indent4(function)
-            return self.function_head + name + self.function_middle + body + self.function_tail
-        # Any other tool type renders nothing in the official template.
-        return self.builtin_blocks.get(kind, "")
-
-
-def _tools_key(tools: list) -> bytes | str:
-    """The tools cache key: orjson's text (about twice as fast as json's), unless it holds
-    ``null``, which is also what orjson writes for NaN and infinities (rendered differently):
-    then json's text. The two kinds of key are different types, so they never collide."""
-    try:
-        key = orjson.dumps(tools)
-    except TypeError:  # integers beyond 64 bits, keys that are not strings
-        key = b"null"
-    if b"null" not in key:
-        return key
-    try:
-        return json.dumps(tools)
-    except (TypeError, ValueError):
-        raise _Fallback from None
-
-
-_INDENTS = ["\n" + "    " * level for level in range(64)]
-
-
-def _tojson_indent4(value: Any) -> str:
-    """``json.dumps(value, ensure_ascii=False, indent=4)`` (transformers' ``tojson(indent=4)``).
-
-    json's indented output runs its pure-Python encoder; this builds the same text several times
-    faster for plain JSON values (exact types), and defers to json for anything else.
-    """
-    try:
-        return _indented(value, 0)
-    except (_Fallback, RecursionError, IndexError):  # IndexError: nested deeper than _INDENTS
-        return json.dumps(value, ensure_ascii=False, indent=4)
-
-
-def _indented(value: Any, level: int) -> str:
-    # Mirrors json.encoder._make_iterencode with indent=4, item separator "," and key separator
-    # ": ", for exact JSON types; json's own C string encoder escapes strings.
-    kind = type(value)
-    if kind is str:
-        return _encode_string(value)
-    if kind is dict:
-        if not value:
-            return "{}"
-        inner = _INDENTS[level + 1]
-        items = []
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _Fallback
-            items.append(_encode_string(key) + ": " + _indented(item, level + 1))
-        return "{" + inner + ("," + inner).join(items) + _INDENTS[level] + "}"
-    if kind is list or kind is tuple:
-        if not value:
-            return "[]"
-        inner = _INDENTS[level + 1]
-        return "[" + inner + ("," + inner).join([_indented(item, level + 1) for item in value]) + _INDENTS[level] + "]"
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        if value != value:
-            return "NaN"
-        if value in (float("inf"), float("-inf")):
-            return "Infinity" if value > 0 else "-Infinity"
-        return float.__repr__(value)
-    raise _Fallback
-
-
-def _skeleton(text: str) -> str:
-    return _TOOLS_PROMPT.sub("", text, count=1)
-
-
-@lru_cache(maxsize=1)
-def _fast_skeletons() -> frozenset[str]:
-    return frozenset(_skeleton(_packaged(name).text) for name in (DEFAULT_TEMPLATE, GENERATION_TEMPLATE))
-
-
-_PROBE = [
-    {
-        "role": "system",
-        "content": "系统 prompt",
-        "tools": [
-            {
-                "type": "function",
-                "function": {
-                    "name": "get_天气",
-                    "description": "d é",
-                    "parameters": {"b": [1, 2.5, None, True], "a": {}},
-                },
-            },
-            {"type": "python"},
-            {"type": "simple_browser"},
-            {"type": "cogview"},
-            {"type": "other"},
-            {"type": "function", "function": {"description": "no name"}},
-        ],
-    },
-    {"role": "user", "content": "hi\n<b>&amp;</b>"},
-    {"role": "assistant", "metadata": "get_天气", "content": '{"city": "北京"}'},
-    {"role": "observation", "content": '{"t": 20}'},
-    {"role": "assistant", "content": ""},
-    {"role": "assistant", "metadata": None, "content": "done", "loss": False},
-    {"role": "user", "content": "bye", "tools": []},
-]
-
-
-@lru_cache(maxsize=16)
-def _fast_renderer(text: str) -> _FastGLM4 | None:
-    if _skeleton(text) not in _fast_skeletons():
-        return None
-    template = Template(text, "probe")
-    fast = _FastGLM4(template)
-    expected = _jinja_render(template, _PROBE, True)
-    if fast.prefix + "".join(fast.pieces(_PROBE)) + "<|assistant|>" != expected:
-        return None  # pragma: no cover - a safety net; the tests show the probe agrees
-    return fast
+    def __call__(
+        self, x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
+    ) -> str:
+        """``json.dumps(x, ensure_ascii=..., indent=..., separators=..., sort_keys=...)``."""
+        plain_options = type(indent) in (int, type(None)) and type(ensure_ascii) is bool and type(sort_keys) is bool
+        if separators is not None or not plain_options:
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+        try:
+            data = orjson.dumps(x, option=_EXACT)
+        except TypeError:  # orjson.JSONEncodeError: not exact JSON types, or an integer beyond 64 bits
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, sort_keys=sort_keys)
+        key = (data, indent, ensure_ascii, sort_keys)
+        cached = self._texts.get(key)
+        if cached is not None and cached[0] == x:
+            return cached[1]
+        text = json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, sort_keys=sort_keys)
+        plain = orjson.loads(data)
+        if plain == x and len(data) <= self.MAX_BYTES // 16:
+            if self._bytes > self.MAX_BYTES:
+                self._texts.clear()  # one step, safe across threads; rows repeat tools near each other
+                self._bytes = 0
+            # a copy of the key: orjson's output keeps its whole buffer (4 kB at least)
+            self._texts[(bytes(memoryview(data)), indent, ensure_ascii, sort_keys)] = (plain, text)
+            self._bytes += len(data)
+        return text
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -631,14 +451,62 @@ def _resolve(template: str | Path | Template | None) -> Template:
     return load_template(template)
 
 
-def _pieces(messages: Sequence[Mapping[str, Any]], template: Template) -> tuple[str, list[str]]:
-    """The text before the first message, and the text of each message, for ``template``."""
-    fast = template._fast
-    if fast is not None:
-        try:
-            return fast.prefix, fast.pieces(messages)
-        except _Fallback:
-            pass
+def _chat(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    # apply_chat_template drops None-valued keys: a template then sees the key as undefined.
+    return [{k: v for k, v in m.items() if v is not None} for m in messages]
+
+
+def _failure(template: Template, e: Exception) -> TemplateError:
+    import jinja2
+
+    if isinstance(e, TemplateError):
+        return TemplateError(f"{template.origin}: {e}")
+    if isinstance(e, jinja2.exceptions.TemplateError):
+        return TemplateError(f"{template.origin}: rendering failed: {e}")
+    # the template's own code failed: 1/0, '{0:%s}'.format(1), ...
+    return TemplateError(f"{template.origin}: rendering failed: {type(e).__name__}: {e}")
+
+
+def _jinja_render(template: Template, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool) -> str:
+    try:
+        return _compile(template.text).render(
+            messages=_chat(messages), tools=None, documents=None, add_generation_prompt=add_generation_prompt
+        )
+    except Exception as e:  # every failure of a template is a TemplateError
+        raise _failure(template, e) from e
+
+
+def render(
+    messages: Sequence[MessageDict] | Sequence[Mapping[str, Any]],
+    *,
+    add_generation_prompt: bool = False,
+    template: str | Path | Template | None = None,
+) -> str:
+    """Render a conversation as text.
+
+    Byte-identical to ``tokenizer.apply_chat_template(messages, tokenize=False,
+    add_generation_prompt=...)`` with the same template (default: glm-4-9b-chat's official
+    template). ``template`` is anything ``load_template`` accepts. Raises ``TemplateError`` if a
+    custom template fails to render.
+    """
+    return _jinja_render(_resolve(template), messages, add_generation_prompt)
+
+
+# --- locating the messages in the text -------------------------------------------------------
+#
+# render_spans needs the text of each message. The plain way renders each message alone (the
+# text before the first message is the empty conversation's), and checks that the pieces add up
+# to the whole: N + 2 renders per row. The streamed way renders once: the template's output is
+# read chunk by chunk from Jinja's generator while `messages` notes, each time the template's
+# loop takes the next message, how many chunks have come out. That holds for templates whose
+# main loop walks `messages` once, in order, and writes each message within its own loop step, not
+# reading ahead (`loop.last` and `loop.nextitem` make Jinja fetch the next message early): checked
+# once per template text against the plain way on probe conversations, and for each row on what
+# the row shows.
+
+
+def _one_by_one(template: Template, messages: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
+    """The text before the first message and the text of each message, rendering each alone."""
     prefix = _jinja_render(template, [], False)
     pieces = []
     for m in messages:
@@ -651,6 +519,99 @@ def _pieces(messages: Sequence[Mapping[str, Any]], template: Template) -> tuple[
     return prefix, pieces
 
 
+class _Marked(list):  # type: ignore[type-arg]
+    """The messages as the template sees them in a streamed render: a list that records, at each
+    step of a loop over it, how many chunks of output came before (underscore names: the sandbox
+    keeps templates away from them)."""
+
+    def __init__(self, messages: list[dict[str, Any]], chunks: list[str]) -> None:
+        super().__init__(messages)
+        self._chunks = chunks
+        self._marks: list[int] = []
+        self._loops = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self._loops += 1
+        for message in list.__iter__(self):
+            self._marks.append(len(self._chunks))
+            yield message
+        self._marks.append(len(self._chunks))
+
+
+def _streamed(template: Template, messages: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]] | None:
+    """What ``_one_by_one`` gives, from one render; ``None`` where this row shows it cannot."""
+    chunks: list[str] = []
+    marked = _Marked(_chat(messages), chunks)
+    try:
+        for chunk in _compile(template.text).generate(
+            messages=marked, tools=None, documents=None, add_generation_prompt=False
+        ):
+            chunks.append(chunk)  # noqa: PERF402 - one at a time: _Marked counts them while the loop runs
+    except Exception as e:  # every failure of a template is a TemplateError
+        raise _failure(template, e) from e
+    marks = marked._marks
+    if marked._loops != 1 or len(marks) != len(messages) + 1 or marks[-1] != len(chunks):
+        return None  # not one whole loop over the messages, or output after it
+    prefix = "".join(chunks[: marks[0]])
+    pieces = ["".join(chunks[a:b]) for a, b in itertools.pairwise(marks)]
+    if prefix != _empty_render(template.text) or not all(_ROLE_TAG.match(p) for p in pieces if p):
+        return None
+    return prefix, pieces
+
+
+@lru_cache(maxsize=16)
+def _empty_render(text: str) -> str:
+    return _jinja_render(Template(text), [], False)
+
+
+# Conversations that take every branch of the GLM-4 templates: each kind of tool, a tools block
+# with and without content, a native call, an observation, empty content, loss flags, no system.
+_PROBES: tuple[list[dict[str, Any]], ...] = (
+    [
+        {
+            "role": "system",
+            "content": "",
+            "tools": [
+                {"type": "function", "function": {"name": "get_天气", "parameters": {"b": [1, 2.5, None, True]}}},
+                {"type": "python"},
+                {"type": "simple_browser"},
+                {"type": "cogview"},
+                {"type": "other"},
+            ],
+        },
+        {"role": "user", "content": "hi\n<b>&amp;</b>", "loss": True},
+        {"role": "assistant", "metadata": "get_天气", "content": '{"city": "北京"}'},
+        {"role": "observation", "content": '{"t": 20}'},
+        {"role": "assistant", "content": ""},
+        {"role": "assistant", "metadata": None, "content": "done", "loss": False},
+        {"role": "user", "content": "bye", "tools": []},
+        {"role": "system", "content": "S", "tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"role": "assistant", "content": "ok"},
+    ],
+    [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}],
+    [{"role": "assistant", "content": "A"}],
+)
+
+
+@lru_cache(maxsize=16)
+def _streams(text: str) -> bool:
+    """Does the streamed way give what rendering each message alone gives, for this template?"""
+    template = Template(text)
+    try:
+        return all(_streamed(template, probe) == _one_by_one(template, probe) for probe in _PROBES)
+    except TemplateError:  # the template refuses a probe: keep to the plain way
+        return False
+
+
+def _pieces(messages: Sequence[Mapping[str, Any]], template: Template) -> tuple[str, list[str]]:
+    """The text before the first message, and the text of each message, for ``template``."""
+    if messages and _streams(template.text):
+        streamed = _streamed(template, messages)
+        if streamed is not None:
+            return streamed
+    return _one_by_one(template, messages)
+
+
 def _not_separable(template: Template) -> TemplateError:
     return TemplateError(
         f"{template.origin}: cannot locate turns: rendering the messages one at a time does not "
@@ -658,33 +619,8 @@ def _not_separable(template: Template) -> TemplateError:
     )
 
 
-def render(
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    add_generation_prompt: bool = False,
-    template: str | Path | Template | None = None,
-) -> str:
-    """Render a conversation as text.
-
-    Byte-identical to ``tokenizer.apply_chat_template(messages, tokenize=False,
-    add_generation_prompt=...)`` with the same template (default: glm-4-9b-chat's official
-    template). ``template`` is anything ``load_template`` accepts. Raises ``TemplateError`` if a
-    custom template fails to render.
-    """
-    template = _resolve(template)
-    fast = template._fast
-    if fast is not None:
-        try:
-            text = fast.prefix + "".join(fast.pieces(messages))
-        except _Fallback:
-            pass
-        else:
-            return text + "<|assistant|>" if add_generation_prompt else text
-    return _jinja_render(template, messages, add_generation_prompt)
-
-
 def render_spans(
-    messages: Sequence[Mapping[str, Any]],
+    messages: Sequence[MessageDict] | Sequence[Mapping[str, Any]],
     *,
     train_on: TrainOn = "assistant",
     template: str | Path | Template | None = None,
@@ -721,7 +657,9 @@ def render_spans(
     prefix, pieces = _pieces(messages, template)
     if messages and not prefix and not any(pieces):
         # e.g. a template of undefined names only ({{ config }}): nothing to locate, nothing to train
-        raise TemplateError(f"{template.origin}: renders nothing for these {len(messages)} messages: is it a chat template?")
+        raise TemplateError(
+            f"{template.origin}: renders nothing for these {len(messages)} messages: is it a chat template?"
+        )
     text = prefix + "".join(pieces) + END_OF_CHAT
     if train_on == "all":
         return Rendered(text, [(0, len(text))])

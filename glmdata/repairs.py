@@ -11,11 +11,10 @@ import ast
 import json
 from typing import Any
 
-import orjson
 from pydantic import TypeAdapter
 
-from glmdata.io import may_hold_long_number
 from glmdata.issues import Issue, reject, validate
+from glmdata.jsontext import loads
 from glmdata.models import Function
 
 REPAIRS: dict[str, str] = {
@@ -131,28 +130,13 @@ def canonical_role(raw: Any, fx: Fixer, path: str, native: dict[str, str] = CANO
 
 # ---------------------------------------------------------------------------------------- JSON text
 
-def loads_json(text: str) -> Any:
-    """``json.loads``, parsed by orjson when it can: orjson refuses what the standard library
-    accepts (NaN) and gives no position, so its refusals are parsed again by ``json.loads``, which
-    either accepts the text or raises ``json.JSONDecodeError`` with the position. orjson also
-    reads an integer beyond 64 bits as a float, losing digits: text that may hold one (19 digits
-    in a row) is parsed by ``json.loads``, which keeps it exact."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-    if may_hold_long_number(text):
-        return json.loads(text)
-    return value
-
-
 def loads_lenient(text: str, fx: Fixer, path: str) -> Any:
     """Parse JSON; fall back to a Python literal (single quotes, True/None), recorded as a repair.
 
     Raises ValueError when the text is neither.
     """
     try:
-        return loads_json(text)
+        return loads(text)
     except (json.JSONDecodeError, TypeError):
         pass
     try:
@@ -201,31 +185,12 @@ def parse_json_call(content: str) -> tuple[str, Any] | None:
     if content[:1] != JSON_CALL_START or '"name"' not in content:
         return None
     try:
-        value = loads_json(content)
+        value = loads(content)
     except json.JSONDecodeError:
         return None
     if isinstance(value, dict) and set(value) == {"name", "arguments"} and isinstance(value["name"], str):
         return value["name"], value["arguments"]
     return None
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
-# The C encoder ``JSONEncoder.encode`` builds on every call, built once (half the cost of a call's
-# arguments); without the circular-reference marks, which parsed JSON cannot need: a cycle put in
-# a row by hand is a RecursionError, which convert_row reports as nested too deeply.
-_C_ENCODE = (
-    json.encoder.c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
-    if json.encoder.c_make_encoder is not None
-    else None
-)
-
-
-def dumps(value: Any) -> str:
-    """JSON text as the GLM-4 data and tutorials write it: non-ASCII kept, ``", "`` and ``": "``
-    (``json.dumps(value, ensure_ascii=False)``)."""
-    if _C_ENCODE is None:  # pragma: no cover - Python built without _json
-        return _ENCODER.encode(value)
-    return "".join(_C_ENCODE(value, 0))
 
 
 def _json_type(value: Any) -> str:
@@ -247,7 +212,7 @@ def normalize_tools(value: Any, fx: Fixer, path: str) -> list[dict] | None:
         return None
     if isinstance(value, str):
         try:
-            parsed = loads_json(value)
+            parsed = loads(value)
         except json.JSONDecodeError as exc:
             raise reject("tools-invalid-json", path, f"tools string is not valid JSON ({exc.msg} at char {exc.pos})") from None
         if is_empty_tools(parsed):  # "[ ]", "[\n]": empty like "[]", and switched off like it
@@ -270,7 +235,7 @@ def normalize_tool(tool: Any, fx: Fixer, path: str) -> dict:
     """One tool in the canonical shape; bare and example-valued tools are repaired."""
     if isinstance(tool, str):
         try:
-            tool = loads_json(tool)
+            tool = loads(tool)
         except json.JSONDecodeError:
             raise reject("bad-tool", path, f"tool is a string that is not JSON: {tool[:60]!r}") from None
         fx.apply("tools-json-string", path, "tool given as a JSON string")

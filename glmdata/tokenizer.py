@@ -110,17 +110,17 @@ def _load_tokenizer_json(directory: Path) -> Any:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever AutoTokenizer refuses, the plain class is tried
         # AutoTokenizer refuses configs naming a remote-code class (auto_map) without
         # trust_remote_code; tokenizer.json alone is enough for the fast tokenizer.
         try:
             tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - one line for the user, not a library traceback
             raise TokenizerError(f"cannot load the tokenizer in {directory}: {type(e).__name__}: {e}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise TokenizerError(
             f"the tokenizer in {directory} loaded as a slow tokenizer ({type(tokenizer).__name__}); "
-            "glmdata needs a fast one (character offsets for loss masks)"
+            "glmdata needs a fast one (loss masks are encoded with its tokenizers backend)"
         )
     return tokenizer
 
@@ -194,7 +194,9 @@ def _load_tiktoken(directory: Path) -> Any:
         settings["extra_special_tokens"] = extra
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, chat_template=chat_template, **settings)
     model_sha256 = hashlib.sha256(model_bytes).hexdigest()
-    source = _TiktokenSource(key.hexdigest(), directory / "tokenizer.model", model_sha256, pattern, specials, len(tokenizer))
+    source = _TiktokenSource(
+        key.hexdigest(), directory / "tokenizer.model", model_sha256, pattern, specials, len(tokenizer)
+    )
     try:
         _TIKTOKEN_SOURCES[tokenizer] = source
     except TypeError:  # not weak-referenceable: no tiktoken fast path for it
@@ -205,7 +207,9 @@ def _load_tiktoken(directory: Path) -> Any:
 class _TiktokenSource:
     """The tiktoken files a tokenizer was converted from, and its size at load time."""
 
-    def __init__(self, key: str, model_file: Path, model_sha256: str, pattern: str, specials: list[tuple[int, dict]], size: int) -> None:
+    def __init__(
+        self, key: str, model_file: Path, model_sha256: str, pattern: str, specials: list[tuple[int, dict]], size: int
+    ) -> None:
         self.key, self.model_file, self.model_sha256 = key, model_file, model_sha256
         self.pattern, self.specials, self.size = pattern, specials, size
 
@@ -244,7 +248,10 @@ def tiktoken_encoding(tokenizer: Any) -> Any | None:
             data = source.model_file.read_bytes()
             if hashlib.sha256(data).hexdigest() != source.model_sha256:
                 return None  # the file changed since the tokenizer was loaded
-            ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line.strip())}
+            ranks = {
+                base64.b64decode(token): int(rank)
+                for token, rank in (line.split() for line in data.splitlines() if line.strip())
+            }
             encoding = tiktoken.Encoding(
                 name=f"glmdata-{source.key[:12]}",
                 pat_str=source.pattern,
@@ -263,7 +270,7 @@ def _convert_tiktoken(model_file: Path, pattern: str, specials: list[tuple[int, 
 
     try:
         backend = TikTokenConverter(vocab_file=str(model_file), pattern=pattern).converted()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - one line for the user, not a library traceback
         raise TokenizerError(f"cannot convert {model_file} (tiktoken vocabulary): {type(e).__name__}: {e}") from None
     vocab_size = backend.get_vocab_size(with_added_tokens=False)
     expected = list(range(vocab_size, vocab_size + len(specials)))

@@ -13,9 +13,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
+
+if TYPE_CHECKING:
+    from glmdata.models import MessageDict, MessagesRow
 
 # GLM-4 ends an assistant turn by starting the next one; these are the tokens generation stops on.
 STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
@@ -158,8 +161,8 @@ class PredictionSample:
     """A held-out prompt (the conversation up to an assistant turn) and that turn as the reference."""
 
     index: int
-    prompt: list[dict[str, Any]]
-    reference: dict[str, Any]
+    prompt: list[MessageDict]
+    reference: MessageDict
 
     @property
     def reference_call(self) -> dict[str, Any] | None:
@@ -179,9 +182,9 @@ class PredictionSample:
         return self.reference["content"]
 
 
-def prediction_samples(rows: list[dict[str, Any]], limit: int) -> list[PredictionSample]:
+def prediction_samples(rows: list[MessagesRow], limit: int) -> list[PredictionSample]:
     """Up to ``limit`` samples, one per row: the prompt before the row's first trained assistant turn."""
-    out = []
+    out: list[PredictionSample] = []
     for i, row in enumerate(rows):
         if len(out) >= limit:
             break
@@ -227,7 +230,9 @@ class PredictionCallback(TrainerCallback):
         try:
             for sample in self.samples:
                 prompt_text = render(sample.prompt, add_generation_prompt=True, template=self.template)
-                answer = generate_reply(model, tokenizer, prompt_text, max_new_tokens=self.max_new_tokens, synced_gpus=synced_gpus)
+                answer = generate_reply(
+                    model, tokenizer, prompt_text, max_new_tokens=self.max_new_tokens, synced_gpus=synced_gpus
+                )
                 predicted = parse_tool_call(answer)
                 record: dict[str, Any] = {
                     "step": step,
@@ -239,7 +244,11 @@ class PredictionCallback(TrainerCallback):
                 }
                 ref_call = sample.reference_call
                 if ref_call is not None:
-                    record["tool_call"] = {"reference": ref_call, "predicted": predicted, **compare_calls(predicted, ref_call)}
+                    record["tool_call"] = {
+                        "reference": ref_call,
+                        "predicted": predicted,
+                        **compare_calls(predicted, ref_call),
+                    }
                 records.append(record)
         finally:
             if was_training:

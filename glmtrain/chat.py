@@ -35,7 +35,10 @@ def load_tools(path: str | Path) -> list[dict[str, Any]]:
         elif isinstance(tool, dict) and "name" in tool:
             tools.append({"type": "function", "function": tool})
         else:
-            raise GlmtrainError(f"tools file {path}: tool {i} is neither {{\"type\": \"function\", \"function\": {{...}}}} nor {{\"name\", ...}}")
+            raise GlmtrainError(
+                f"tools file {path}: tool {i} is neither "
+                '{"type": "function", "function": {...}} nor {"name", ...}'
+            )
     return tools
 
 
@@ -76,7 +79,11 @@ class ChatSession:
         call = parse_tool_call(text)
         if call is not None and call.get("arguments") is not None:
             self.history.append(
-                {"role": "assistant", "metadata": call["name"], "content": json.dumps(call["arguments"], ensure_ascii=False)}
+                {
+                    "role": "assistant",
+                    "metadata": call["name"],
+                    "content": json.dumps(call["arguments"], ensure_ascii=False),
+                }
             )
         else:
             call = None

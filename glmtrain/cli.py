@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -70,7 +70,10 @@ def _guard(fn: Callable[[], Any]) -> Any:
             raise
         if DEBUG["on"]:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/] glmtrain needs the training dependencies, and {escape(missing)} is not installed", highlight=False)
+        err.print(
+            f"[bold red]error:[/] glmtrain needs the training dependencies, and {escape(missing)} is not installed",
+            highlight=False,
+        )
         err.print(
             "[dim]fix:[/] pip install torch==2.13.0 (or the CUDA build for your GPU, first: a plain install pulls "
             r"a multi-GB CUDA build), then pip install 'glmdata\[train]' (from a checkout: pip install -e '.\[train]')"
@@ -80,99 +83,237 @@ def _guard(fn: Callable[[], Any]) -> Any:
 
 # ------------------------------------------------------------------------------------------ run
 
-# command-line parameter -> config field, for the flags that override settings
-OVERRIDES = {
-    "model": "model",
-    "output_dir": "output_dir",
-    "eval_data": "eval_data",
-    "eval_split": "eval_split",
-    "skip_invalid": "skip_invalid",
-    "train_on": "train_on",
-    "max_length": "max_length",
-    "num_epochs": "num_epochs",
-    "max_steps": "max_steps",
-    "learning_rate": "learning_rate",
-    "batch_size": "batch_size",
-    "eval_batch_size": "eval_batch_size",
-    "gradient_accumulation_steps": "gradient_accumulation_steps",
-    "lora_r": "lora_r",
-    "lora_alpha": "lora_alpha",
-    "lora_dropout": "lora_dropout",
-    "lora_target_modules": "lora_target_modules",
-    "logging_steps": "logging_steps",
-    "eval_steps": "eval_steps",
-    "save_steps": "save_steps",
-    "save_total_limit": "save_total_limit",
-    "warmup_steps": "warmup_steps",
-    "gradient_checkpointing": "gradient_checkpointing",
-    "packing": "packing",
-    "seed": "seed",
-    "dtype": "dtype",
-    "load_in_4bit": "load_in_4bit",
-    "template": "template",
-    "allow_template_mismatch": "allow_template_mismatch",
-    "save_template": "save_template",
-    "tracker": "tracker",
-    "project": "project",
-    "run_name": "run_name",
-    "num_predictions": "num_predictions",
-    "max_new_tokens": "max_new_tokens",
-    "resume": "resume",
-    "deepspeed": "deepspeed",
-}
+# parameters of `run` that are not settings; every other one is the setting of the same name
+NOT_SETTINGS = frozenset({"recipe", "config", "set_", "dry_run", "json_"})
 
 
 @app.command()
 def run(
-    data: Annotated[Optional[str], typer.Argument(help="Training data: GLM-4 messages JSONL (any format glmdata reads).", show_default=False)] = None,
-    recipe: Annotated[Optional[str], typer.Option("--recipe", help="A shipped recipe (`glmtrain recipes` lists them).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML file of settings (same keys as a recipe).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local directory, or tiny-random. (default: THUDM/glm-4-9b-chat-hf)", show_default=False)] = None,
-    output_dir: Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Where the adapter, tokenizer, config, reports and checkpoints go. (default: output/glmtrain)", show_default=False)] = None,
-    eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="Held-out data file (instead of splitting DATA).")] = None,
-    eval_split: Annotated[Optional[float], typer.Option("--eval-split", help="Share of DATA held out, by glmdata's stratified split (tool-call rows in both parts); >= 1: about that many rows; 0: no evaluation. (default: 0.1)", show_default=False)] = None,
-    skip_invalid: Annotated[Optional[bool], typer.Option("--skip-invalid/--no-skip-invalid", help="Train on the valid rows when glmdata rejects some (default: stop).", show_default=False)] = None,
-    train_on: Annotated[Optional[str], typer.Option("--train-on", help="Trained tokens: assistant (every assistant turn), last (the last one), all. (default: assistant)", show_default=False)] = None,
-    max_length: Annotated[Optional[str], typer.Option("--max-length", help="Tokens per row: a number, auto (from the data, capped at 4096) or none. (default: auto)", show_default=False)] = None,
-    num_epochs: Annotated[Optional[float], typer.Option("--num-epochs", help="Epochs. (default: 1)", show_default=False)] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps; overrides --num-epochs when > 0.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="Default: 5e-4.", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Per-device batch size. (default: 1)", show_default=False)] = None,
-    eval_batch_size: Annotated[Optional[int], typer.Option("--eval-batch-size", help="Default: 1.", show_default=False)] = None,
-    gradient_accumulation_steps: Annotated[Optional[int], typer.Option("--gradient-accumulation-steps", "--grad-accum", help="Default: 2.", show_default=False)] = None,
-    lora_r: Annotated[Optional[int], typer.Option("--lora-r", help="Default: 8.", show_default=False)] = None,
-    lora_alpha: Annotated[Optional[int], typer.Option("--lora-alpha", help="Default: 32.", show_default=False)] = None,
-    lora_dropout: Annotated[Optional[float], typer.Option("--lora-dropout", help="Default: 0.1.", show_default=False)] = None,
-    lora_target_modules: Annotated[Optional[str], typer.Option("--lora-target-modules", help="Comma-separated. (default: q_proj,k_proj,v_proj)", show_default=False)] = None,
-    logging_steps: Annotated[Optional[float], typer.Option("--logging-steps", help="Default: 10.", show_default=False)] = None,
-    eval_steps: Annotated[Optional[float], typer.Option("--eval-steps", help="Steps between evaluations; <1 = fraction of the run. (default: 0.1)", show_default=False)] = None,
-    save_steps: Annotated[Optional[float], typer.Option("--save-steps", help="Steps between checkpoints; <1 = fraction of the run. (default: 0.1)", show_default=False)] = None,
-    save_total_limit: Annotated[Optional[int], typer.Option("--save-total-limit", help="Keep at most this many checkpoints.")] = None,
-    warmup_steps: Annotated[Optional[float], typer.Option("--warmup-steps", help="Warm-up steps; <1 = fraction of the run. (default: 0)", show_default=False)] = None,
-    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Default: on.", show_default=False)] = None,
-    packing: Annotated[Optional[bool], typer.Option("--packing/--no-packing", help="Pack rows into max_length blocks (TRL bfd; needs flash attention). (default: off)", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Default: 42.", show_default=False)] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.", show_default=False)] = None,
-    load_in_4bit: Annotated[Optional[bool], typer.Option("--load-in-4bit/--no-load-in-4bit", help="QLoRA: load the base model in 4 bits (needs a GPU and bitsandbytes).", show_default=False)] = None,
-    template: Annotated[Optional[str], typer.Option("--template", help="Template the rows are rendered with: glmdata (official glm-4-9b-chat), model (the tokenizer's own), or a .jinja file. (default: glmdata)", show_default=False)] = None,
-    allow_template_mismatch: Annotated[Optional[bool], typer.Option("--allow-template-mismatch/--no-allow-template-mismatch", help="Train even if the model tokenizer's template renders the data differently.", show_default=False)] = None,
-    save_template: Annotated[Optional[bool], typer.Option("--save-template/--keep-model-template", help="Write the training template into the saved tokenizer when the model's differs. (default: save)", show_default=False)] = None,
-    tracker: Annotated[Optional[str], typer.Option("--tracker", help="SwanLab: auto (cloud when logged in, else offline), cloud, offline, none. (default: auto)", show_default=False)] = None,
-    project: Annotated[Optional[str], typer.Option("--project", help="SwanLab project. (default: glmtrain)", show_default=False)] = None,
-    run_name: Annotated[Optional[str], typer.Option("--run-name", help="SwanLab experiment name.")] = None,
-    num_predictions: Annotated[Optional[int], typer.Option("--num-predictions", help="Held-out prompts answered at each evaluation. (default: 4)", show_default=False)] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens generated per prediction. (default: 256)", show_default=False)] = None,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="Resume from a checkpoint: latest (in --output-dir) or a checkpoint directory.")] = None,
-    deepspeed: Annotated[Optional[str], typer.Option("--deepspeed", help="DeepSpeed config for torchrun/deepspeed launchers: zero2, zero3 (shipped) or a JSON file.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE for any setting; sft.KEY=VALUE for any other SFTConfig field (repeatable).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, tokenize and print the plan, without loading weights.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print the plan (--dry-run) or the run summary as JSON on stdout.")] = False,
+    data: Annotated[
+        str | None,
+        typer.Argument(help="Training data: GLM-4 messages JSONL (any format glmdata reads).", show_default=False),
+    ] = None,
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", help="A shipped recipe (`glmtrain recipes` lists them).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="A YAML file of settings (same keys as a recipe).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Hub id, local directory, or tiny-random. (default: THUDM/glm-4-9b-chat-hf)",
+            show_default=False,
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Where the adapter, tokenizer, config, reports and checkpoints go. (default: output/glmtrain)",
+            show_default=False,
+        ),
+    ] = None,
+    eval_data: Annotated[
+        str | None, typer.Option("--eval-data", help="Held-out data file (instead of splitting DATA).")
+    ] = None,
+    eval_split: Annotated[
+        float | None,
+        typer.Option(
+            "--eval-split",
+            help="Share of DATA held out, by glmdata's stratified split (tool-call rows in both parts); "
+            ">= 1: about that many rows; 0: no evaluation. (default: 0.1)",
+            show_default=False,
+        ),
+    ] = None,
+    skip_invalid: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-invalid/--no-skip-invalid",
+            help="Train on the valid rows when glmdata rejects some (default: stop).",
+            show_default=False,
+        ),
+    ] = None,
+    train_on: Annotated[
+        str | None,
+        typer.Option(
+            "--train-on",
+            help="Trained tokens: assistant (every assistant turn), last (the last one), all. (default: assistant)",
+            show_default=False,
+        ),
+    ] = None,
+    max_length: Annotated[
+        str | None,
+        typer.Option(
+            "--max-length",
+            help="Tokens per row: a number, auto (from the data, capped at 4096) or none. (default: auto)",
+            show_default=False,
+        ),
+    ] = None,
+    num_epochs: Annotated[
+        float | None, typer.Option("--num-epochs", help="Epochs. (default: 1)", show_default=False)
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --num-epochs when > 0.")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", "--lr", help="Default: 5e-4.", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Per-device batch size. (default: 1)", show_default=False)
+    ] = None,
+    eval_batch_size: Annotated[
+        int | None, typer.Option("--eval-batch-size", help="Default: 1.", show_default=False)
+    ] = None,
+    gradient_accumulation_steps: Annotated[
+        int | None,
+        typer.Option("--gradient-accumulation-steps", "--grad-accum", help="Default: 2.", show_default=False),
+    ] = None,
+    lora_r: Annotated[int | None, typer.Option("--lora-r", help="Default: 8.", show_default=False)] = None,
+    lora_alpha: Annotated[int | None, typer.Option("--lora-alpha", help="Default: 32.", show_default=False)] = None,
+    lora_dropout: Annotated[
+        float | None, typer.Option("--lora-dropout", help="Default: 0.1.", show_default=False)
+    ] = None,
+    lora_target_modules: Annotated[
+        str | None,
+        typer.Option(
+            "--lora-target-modules", help="Comma-separated. (default: q_proj,k_proj,v_proj)", show_default=False
+        ),
+    ] = None,
+    logging_steps: Annotated[
+        float | None, typer.Option("--logging-steps", help="Default: 10.", show_default=False)
+    ] = None,
+    eval_steps: Annotated[
+        float | None,
+        typer.Option(
+            "--eval-steps",
+            help="Steps between evaluations; <1 = fraction of the run. (default: 0.1)",
+            show_default=False,
+        ),
+    ] = None,
+    save_steps: Annotated[
+        float | None,
+        typer.Option(
+            "--save-steps",
+            help="Steps between checkpoints; <1 = fraction of the run. (default: 0.1)",
+            show_default=False,
+        ),
+    ] = None,
+    save_total_limit: Annotated[
+        int | None, typer.Option("--save-total-limit", help="Keep at most this many checkpoints.")
+    ] = None,
+    warmup_steps: Annotated[
+        float | None,
+        typer.Option(
+            "--warmup-steps", help="Warm-up steps; <1 = fraction of the run. (default: 0)", show_default=False
+        ),
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Default: on.", show_default=False),
+    ] = None,
+    packing: Annotated[
+        bool | None,
+        typer.Option(
+            "--packing/--no-packing",
+            help="Pack rows into max_length blocks (TRL bfd; needs flash attention). (default: off)",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Default: 42.", show_default=False)] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.", show_default=False
+        ),
+    ] = None,
+    load_in_4bit: Annotated[
+        bool | None,
+        typer.Option(
+            "--load-in-4bit/--no-load-in-4bit",
+            help="QLoRA: load the base model in 4 bits (needs a GPU and bitsandbytes).",
+            show_default=False,
+        ),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="Template the rows are rendered with: glmdata (official glm-4-9b-chat), model (the tokenizer's "
+            "own), or a .jinja file. (default: glmdata)",
+            show_default=False,
+        ),
+    ] = None,
+    allow_template_mismatch: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-template-mismatch/--no-allow-template-mismatch",
+            help="Train even if the model tokenizer's template renders the data differently.",
+            show_default=False,
+        ),
+    ] = None,
+    save_template: Annotated[
+        bool | None,
+        typer.Option(
+            "--save-template/--keep-model-template",
+            help="Write the training template into the saved tokenizer when the model's differs. (default: save)",
+            show_default=False,
+        ),
+    ] = None,
+    tracker: Annotated[
+        str | None,
+        typer.Option(
+            "--tracker",
+            help="SwanLab: auto (cloud when logged in, else offline), cloud, offline, none. (default: auto)",
+            show_default=False,
+        ),
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="SwanLab project. (default: glmtrain)", show_default=False)
+    ] = None,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="SwanLab experiment name.")] = None,
+    num_predictions: Annotated[
+        int | None,
+        typer.Option(
+            "--num-predictions", help="Held-out prompts answered at each evaluation. (default: 4)", show_default=False
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option("--max-new-tokens", help="Tokens generated per prediction. (default: 256)", show_default=False),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="Resume from a checkpoint: latest (in --output-dir) or a checkpoint directory."),
+    ] = None,
+    deepspeed: Annotated[
+        str | None,
+        typer.Option(
+            "--deepspeed",
+            help="DeepSpeed config for torchrun/deepspeed launchers: zero2, zero3 (shipped) or a JSON file.",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="KEY=VALUE for any setting; sft.KEY=VALUE for any other SFTConfig field (repeatable)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate, tokenize and print the plan, without loading weights.")
+    ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the plan (--dry-run) or the run summary as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Validate DATA with glmdata, check the chat template, then train a LoRA adapter with TRL's SFTTrainer.
 
     Settings come from the defaults (the GLM-4 tool-call tutorial), then --recipe or --config, then flags.
     """
-    given = {name: value for name, value in locals().items() if name in OVERRIDES and value is not None}
+    flags = {name: value for name, value in locals().items() if name not in NOT_SETTINGS and value is not None}
 
     def body() -> None:
         from glmtrain import config as cfgmod
@@ -182,16 +323,9 @@ def run(
             layers.append((f"recipe {recipe}", cfgmod.load_recipe(recipe)))
         if config:
             layers.append((str(config), cfgmod.load_config_file(config)))
-        flags: dict[str, Any] = {OVERRIDES[k]: v for k, v in given.items()}
-        if data is not None:
-            flags["data"] = data
-        for item in set_ or []:
-            key, value = cfgmod.parse_assignment(item)
-            if key == "sft":
-                flags["sft"] = {**flags.get("sft", {}), **value}
-            else:
-                flags[key] = value
         layers.append(("flags", flags))
+        # each --set is a layer of its own, after the flags: it wins, and an error quotes it
+        layers += [(f"--set {item}", cfgmod.parse_assignment(item)) for item in set_ or []]
         cfg = cfgmod.merge(*layers)
 
         from glmtrain.train import run as run_training
@@ -200,16 +334,20 @@ def run(
         if json_:
             sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
         elif not dry_run:
-            err.print(
-                f"[green]done:[/] {result['global_step']} steps, train loss {result['train_loss']:.4f}"
-                + (f", eval loss {result['eval_loss']:.4f}" if result.get("eval_loss") is not None else "")
-                + escape(f"; adapter and tokenizer in {result['output_dir']}")
-            )
-            if result.get("swanlab") and result["swanlab"]["mode"] == "offline":
-                log_dir = escape(str(result["swanlab"]["log_dir"]))
-                err.print(f"[dim]SwanLab (offline) logs in {log_dir}; upload with `swanlab sync DIR` after `swanlab login`[/]")
+            _print_summary(result)
 
     _guard(body)
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    err.print(
+        f"[green]done:[/] {result['global_step']} steps, train loss {result['train_loss']:.4f}"
+        + (f", eval loss {result['eval_loss']:.4f}" if result.get("eval_loss") is not None else "")
+        + escape(f"; adapter and tokenizer in {result['output_dir']}")
+    )
+    if result.get("swanlab") and result["swanlab"]["mode"] == "offline":
+        log_dir = escape(str(result["swanlab"]["log_dir"]))
+        err.print(f"[dim]SwanLab (offline) logs in {log_dir}; upload with `swanlab sync DIR` after `swanlab login`[/]")
 
 
 # ------------------------------------------------------------------------------- other commands
@@ -217,7 +355,9 @@ def run(
 
 @app.command()
 def recipes(
-    name: Annotated[Optional[str], typer.Argument(help="Print this recipe's YAML (to copy into a --config file).", show_default=False)] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Print this recipe's YAML (to copy into a --config file).", show_default=False)
+    ] = None,
 ) -> None:
     """List the shipped recipes, or print one."""
 
@@ -253,8 +393,15 @@ def accelerate_config(
 @app.command()
 def merge(
     output_dir: Annotated[Path, typer.Argument(help="Output directory of `glmtrain run`.", show_default=False)],
-    target: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the merged model. (default: OUTPUT_DIR/merged)", show_default=False)] = None,
-    base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model, if it is no longer where the run found it.")] = None,
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Where to write the merged model. (default: OUTPUT_DIR/merged)", show_default=False
+        ),
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="Base model, if it is no longer where the run found it.")
+    ] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16, float32.")] = "auto",
 ) -> None:
     """Merge the LoRA adapter into the base model and save a standalone model with the tokenizer."""
@@ -272,10 +419,14 @@ def merge(
 @app.command()
 def chat(
     output_dir: Annotated[Path, typer.Argument(help="Output directory of `glmtrain run`.", show_default=False)],
-    tools: Annotated[Optional[Path], typer.Option("--tools", help="JSON file with a list of tools the model may call.")] = None,
-    system: Annotated[Optional[str], typer.Option("--system", help="System prompt.")] = None,
+    tools: Annotated[
+        Path | None, typer.Option("--tools", help="JSON file with a list of tools the model may call.")
+    ] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 512,
-    base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model, if it is no longer where the run found it.")] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="Base model, if it is no longer where the run found it.")
+    ] = None,
 ) -> None:
     """Chat in the terminal with the trained adapter; tool calls are shown parsed."""
 

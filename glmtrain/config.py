@@ -2,20 +2,47 @@
 
 Defaults are those of the GLM-4 tool-call tutorial (LoRA r=8, alpha=32, dropout=0.1 on q/k/v,
 learning rate 5e-4, batch 1, gradient accumulation 2, logging every 10 steps, evaluation on a held-out
-split). Only pyyaml is imported here, lazily, so ``glmtrain --help`` stays instant.
+split). ``TrainConfig`` is a Pydantic model: its field types turn the strings and numbers of YAML
+files and flags into settings and check their ranges; ``merge`` turns its errors into one-line
+``GlmtrainError`` messages that name the layer and the key. The CLI imports this module only in the
+commands that need it, so ``glmtrain --help`` stays instant.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field
+import difflib
+import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    WrapValidator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from glmdata.render import TrainOn
 
 DEFAULT_MODEL = "THUDM/glm-4-9b-chat-hf"
-TRACKERS = ("auto", "cloud", "offline", "none")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
+Tracker = Literal["auto", "cloud", "offline", "none"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+TRACKERS: tuple[str, ...] = get_args(Tracker)
+DTYPES: tuple[str, ...] = get_args(Dtype)
+# keys a recipe may carry that are not training settings
+META_KEYS = ("description", "source")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+RECIPES_DIR = PACKAGE_DIR / "recipes"
+ACCELERATE_DIR = PACKAGE_DIR / "accelerate"
 
 
 class GlmtrainError(Exception):
@@ -38,84 +65,121 @@ class DataProblem(GlmtrainError):
         super().__init__(message, hint, exit_code=1)
 
 
-@dataclass
-class TrainConfig:
-    """Everything ``glmtrain run`` needs. Field names are the YAML keys of recipes and config files."""
+# --- field types: what Pydantic's lax mode does not already do -------------------------------
+
+
+def _path_text(value: Any) -> Any:
+    """Paths from Python callers are kept as text, so the config dumps to YAML as it was given."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _whole_if_integral(value: float) -> float:
+    """10.0 steps is 10 steps: SFTConfig reads a whole number >= 1 as a count, below 1 as a ratio."""
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def _max_length(value: Any, handler: Any) -> Any:
+    """``auto``, ``none`` (or 0 from the flag, which is text) or a positive number, as one error when wrong."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value in ("none", "null", "0"):
+            return None
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("max_length", "must be a positive number, 'auto' or 'none'") from None
+
+
+def _module_names(value: Any) -> Any:
+    """``q_proj,k_proj,v_proj`` from a flag is the list a YAML file writes."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def _max_steps(value: int) -> int:
+    if value == 0 or value < -1:
+        raise PydanticCustomError("max_steps", "must be a positive number of steps, or -1 to train for num_epochs")
+    return value
+
+
+PathText = Annotated[str, BeforeValidator(_path_text)]
+# a whole number of steps (rows, for eval_split), or below 1 a fraction of the total
+StepsOrRatio = Annotated[float, Field(ge=0), AfterValidator(_whole_if_integral)]
+MaxLength = Annotated[Literal["auto"] | PositiveInt | None, WrapValidator(_max_length)]
+
+
+class TrainConfig(BaseModel):
+    """Everything ``glmtrain run`` needs. Field names are the YAML keys of recipes and config files.
+
+    Values are checked when the model is built and when a field is assigned; ``merge`` builds it from
+    layers of settings and reports a wrong value as a ``GlmtrainError``.
+    """
+
+    # allow_inf_nan: nan compares false to every bound, so it would pass them and train on garbage.
+    # coerce_numbers_to_str: YAML reads `run_name: 2024` as a number.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True, validate_assignment=True)
 
     # data
-    data: str | None = None
-    eval_data: str | None = None
-    eval_split: float = 0.1  # share held out (glmdata's stratified split); >= 1: about that many rows; 0: no evaluation
+    data: PathText | None = None
+    eval_data: PathText | None = None
+    eval_split: StepsOrRatio = 0.1  # share held out (glmdata's stratified split); >= 1: about that many rows; 0: none
     skip_invalid: bool = False
-    train_on: str = "assistant"  # passed to glmdata.masks.tokenize
-    max_length: int | str | None = "auto"  # "auto": longest row, rounded up, capped at max_length_cap; None: no cap
-    max_length_cap: int = 4096
+    train_on: TrainOn = "assistant"  # passed to glmdata.masks.tokenize
+    max_length: MaxLength = "auto"  # "auto": longest row, rounded up, capped at max_length_cap; None: no cap
+    max_length_cap: PositiveInt = 4096
     # model
-    model: str = DEFAULT_MODEL
-    dtype: str = "auto"  # auto: bfloat16 on a GPU that supports it, float32 elsewhere
+    model: PathText = DEFAULT_MODEL
+    dtype: Dtype = "auto"  # auto: bfloat16 on a GPU that supports it, float32 elsewhere
     load_in_4bit: bool = False
-    template: str = "glmdata"  # the template rows are rendered with: glmdata (official), model (its tokenizer's), or a file
+    template: PathText = "glmdata"  # the template rows are rendered with: glmdata (official), model, or a file
     allow_template_mismatch: bool = False
-    template_samples: int = 64
+    template_samples: PositiveInt = 64
     save_template: bool = True  # write the training template into the saved tokenizer when the model's differs
     # LoRA
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])
+    lora_r: PositiveInt = 8
+    lora_alpha: PositiveInt = 32
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    lora_target_modules: Annotated[list[str], BeforeValidator(_module_names), Field(min_length=1)] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj"]
+    )
     # training
-    output_dir: str = "output/glmtrain"
-    num_epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float = 5e-4
-    batch_size: int = 1
-    eval_batch_size: int = 1
-    gradient_accumulation_steps: int = 2
+    output_dir: PathText = "output/glmtrain"
+    num_epochs: PositiveFloat = 1.0
+    max_steps: Annotated[int, AfterValidator(_max_steps)] = -1
+    learning_rate: PositiveFloat = 5e-4
+    batch_size: PositiveInt = 1
+    eval_batch_size: PositiveInt = 1
+    gradient_accumulation_steps: PositiveInt = 2
     lr_scheduler_type: str = "linear"
-    warmup_steps: float = 0  # < 1: a fraction of the total steps
-    logging_steps: float = 10
-    eval_steps: float = 0.1  # < 1: a fraction of the total steps
-    save_steps: float = 0.1
+    warmup_steps: StepsOrRatio = 0  # < 1: a fraction of the total steps
+    logging_steps: StepsOrRatio = 10
+    eval_steps: StepsOrRatio = 0.1  # < 1: a fraction of the total steps
+    save_steps: StepsOrRatio = 0.1
     save_total_limit: int | None = None
     gradient_checkpointing: bool = True
     packing: bool = False
-    seed: int = 42
-    resume: str | None = None  # "latest" or a checkpoint directory
-    deepspeed: str | None = None  # "zero2", "zero3" (shipped JSON files) or a path; for torchrun/deepspeed launchers
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # numpy and torch refuse other seeds, after the weights load
+    resume: PathText | None = None  # "latest" or a checkpoint directory
+    deepspeed: PathText | None = None  # "zero2", "zero3" (shipped JSON files) or a path; for torchrun/deepspeed
     # tracking
-    tracker: str = "auto"  # auto: SwanLab cloud when logged in, offline otherwise
+    tracker: Tracker = "auto"  # auto: SwanLab cloud when logged in, offline otherwise
     project: str = "glmtrain"
     run_name: str | None = None
     # predictions at each evaluation
-    num_predictions: int = 4
-    max_new_tokens: int = 256
+    num_predictions: NonNegativeInt = 4
+    max_new_tokens: PositiveInt = 256
     # any other SFTConfig field, passed through as is
-    sft: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    sft: dict[str, Any] = Field(default_factory=dict)
 
 
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
-# a whole number of steps (rows), or below 1 a fraction of the total
-STEPS_OR_RATIO = ("logging_steps", "eval_steps", "save_steps", "warmup_steps", "eval_split")
-# keys a recipe may carry that are not training settings
-META_KEYS = ("description", "source")
-
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-RECIPES_DIR = PACKAGE_DIR / "recipes"
-ACCELERATE_DIR = PACKAGE_DIR / "accelerate"
+# --- recipes and config files ----------------------------------------------------------------
 
 
 def list_recipes() -> dict[str, str]:
     """Name -> one-line description of every recipe shipped in the package."""
     out = {}
-    for entry in sorted(RECIPES_DIR.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".yaml"):
-            data = _parse_yaml(entry.read_text(encoding="utf-8"), entry.name)
-            description = str(data.get("description") or "").strip()
-            out[entry.name[: -len(".yaml")]] = description.splitlines()[0] if description else ""
+    for entry in sorted(RECIPES_DIR.glob("*.yaml")):
+        description = str(_parse_yaml(entry.read_text(encoding="utf-8"), entry.name).get("description") or "").strip()
+        out[entry.stem] = description.splitlines()[0] if description else ""
     return out
 
 
@@ -152,118 +216,50 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return _parse_yaml(text, str(p))
 
 
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """Check and convert one setting to the type its field declares; YAML and flags give strings or numbers."""
-    f = FIELDS[name]
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    if value is None:
-        if default is None or name == "max_length":
-            return None
-        raise GlmtrainError(f"{where}: {name} needs a value")
-    if name == "max_length":
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low == "auto":
-                return "auto"
-            if low in ("none", "null", "0"):
-                return None
-            if low.isdigit():
-                return int(low)
-            if low.startswith("-") and low[1:].isdigit():
-                raise GlmtrainError(f"{where}: max_length must be a positive number, 'auto' or 'none', got {value!r}")
-            raise GlmtrainError(f"{where}: max_length must be a number, 'auto' or 'none', got {value!r}")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GlmtrainError(f"{where}: max_length must be a positive number, 'auto' or 'none', got {value!r}")
-        return value
-    if name == "sft":
-        if not isinstance(value, dict):
-            raise GlmtrainError(f"{where}: sft must be a mapping of SFTConfig fields")
-        return dict(value)
-    if name == "lora_target_modules":
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise GlmtrainError(f"{where}: lora_target_modules must be a list of module names")
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        if not isinstance(value, bool):
-            raise GlmtrainError(f"{where}: {name} must be true or false, got {value!r}")
-        return value
-    if name in STEPS_OR_RATIO:
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            raise GlmtrainError(f"{where}: {name} must be a number, got {value!r}") from None
-        if not math.isfinite(out):
-            raise GlmtrainError(f"{where}: {name} must be a finite number, got {value!r}")
-        if out < 0:
-            raise GlmtrainError(f"{where}: {name} must not be negative, got {value!r}")
-        return int(out) if out >= 1 and out.is_integer() else out
-    if isinstance(default, int) or name == "save_total_limit":
-        try:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        except (TypeError, ValueError):
-            raise GlmtrainError(f"{where}: {name} must be a whole number, got {value!r}") from None
-    if isinstance(default, float):
-        try:
-            out = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise GlmtrainError(f"{where}: {name} must be a number, got {value!r}") from None
-        if not math.isfinite(out):  # nan compares false to every bound: it would train on garbage
-            raise GlmtrainError(f"{where}: {name} must be a finite number, got {value!r}")
-        return out
-    return str(value)
+# --- layers ----------------------------------------------------------------------------------
 
 
-def _check_choices(cfg: TrainConfig) -> None:
-    from glmdata.render import TRAIN_ON
-
-    for name, choices in (("tracker", TRACKERS), ("dtype", DTYPES), ("train_on", TRAIN_ON)):
-        if getattr(cfg, name) not in choices:
-            raise GlmtrainError(f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
-    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "lora_r"):
-        if getattr(cfg, name) < 1:
-            raise GlmtrainError(f"{name} must be at least 1")
-    if not 0 <= cfg.seed < 2**32:  # numpy and torch refuse other seeds, after the weights are loaded
-        raise GlmtrainError(f"seed must be between 0 and {2**32 - 1}, got {cfg.seed}")
-    if cfg.max_steps < -1 or cfg.max_steps == 0:
-        raise GlmtrainError(f"max_steps must be a positive number of steps, or -1 to train for num_epochs; got {cfg.max_steps}")
-    for name in ("learning_rate", "num_epochs"):
-        if getattr(cfg, name) <= 0:
-            raise GlmtrainError(f"{name} must be positive, got {getattr(cfg, name)}")
-    if not 0 <= cfg.lora_dropout < 1:
-        raise GlmtrainError(f"lora_dropout must be in [0, 1), got {cfg.lora_dropout}")
+def _usage_error(where: str, error: ErrorDetails) -> GlmtrainError:
+    """Pydantic's first error as one line: the layer, the key, what is allowed and what was given."""
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
+        return GlmtrainError(
+            f"{where}: unknown setting {key!r}",
+            (f"did you mean {close[0]!r}? " if close else "")
+            + "see `glmtrain run --help` for the settings; put other SFTConfig fields under `sft:`",
+        )
+    hint = "see `glmtrain run --help` for the settings and their values"
+    if error["input"] is None:
+        return GlmtrainError(f"{where}: {key} needs a value", hint)
+    what = re.sub(r"^\w+ should ", "must ", error["msg"])  # "Input should be greater than 0"
+    return GlmtrainError(f"{where}: {key} {what}, got {error['input']!r}", hint)
 
 
 def merge(*layers: tuple[str, dict[str, Any]]) -> TrainConfig:
     """Build a config from layers applied in order, each ``(where, settings)``; later layers win.
 
-    Unknown keys are an error naming the layer; ``sft`` mappings are merged key by key.
+    Each layer is validated on its own, so an error names the layer it comes from; unknown keys are
+    errors; ``sft`` mappings are merged key by key.
     """
     cfg = TrainConfig()
     for where, settings in layers:
-        for key, value in settings.items():
-            if key in META_KEYS:
-                continue
-            if key not in FIELDS:
-                raise GlmtrainError(
-                    f"{where}: unknown setting {key!r}",
-                    "see `glmtrain run --help` for the settings; put other SFTConfig fields under `sft:`",
-                )
-            value = _coerce(key, value, where)
-            if key == "sft":
-                value = {**cfg.sft, **value}
-            setattr(cfg, key, value)
-    _check_choices(cfg)
+        try:
+            layer = TrainConfig.model_validate({k: v for k, v in settings.items() if k not in META_KEYS})
+        except ValidationError as e:
+            raise _usage_error(where, e.errors()[0]) from None
+        given = {name: getattr(layer, name) for name in layer.model_fields_set}
+        if "sft" in given:
+            given["sft"] = {**cfg.sft, **given["sft"]}
+        cfg = cfg.model_copy(update=given)  # the values were validated just above
     return cfg
 
 
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` from ``--set``; VALUE is read as YAML (numbers, booleans, lists); ``sft.KEY`` targets SFTConfig."""
+def parse_assignment(text: str) -> dict[str, Any]:
+    """The setting ``--set KEY=VALUE`` gives, as a layer for ``merge``.
+
+    VALUE is read as YAML (numbers, booleans, lists); ``sft.KEY`` sets a field of SFTConfig.
+    """
     import yaml
 
     if "=" not in text:
@@ -275,12 +271,12 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     if key.startswith("sft."):
-        return "sft", {key[4:]: value}
-    return key, value
+        return {"sft": {key[4:]: value}}
+    return {key: value}
 
 
 def dump(cfg: TrainConfig) -> str:
     """The config as YAML, in field order, as written to ``glmtrain.yaml`` in the output directory."""
     import yaml
 
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(cfg.model_dump(), sort_keys=False, allow_unicode=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glmtrain.config import GlmtrainError
+from glmtrain.config import DTYPES, GlmtrainError
 
 
 def base_model_of(output_dir: Path) -> str:
@@ -34,6 +34,8 @@ def load_trained(output_dir: str | Path, *, base_model: str | None = None, dtype
     from glmtrain.train import load_tokenizer, offline_hint, resolve_dtype, resolve_model
 
     out = Path(output_dir)
+    if dtype not in DTYPES:
+        raise GlmtrainError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not (out / "adapter_config.json").is_file():
         raise GlmtrainError(
             f"{out}: no adapter_config.json here", "pass the output directory of `glmtrain run` (its --output-dir)"
@@ -45,18 +47,24 @@ def load_trained(output_dir: str | Path, *, base_model: str | None = None, dtype
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    device = "cuda" if torch.cuda.is_available() else None
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=getattr(torch, resolve_dtype(dtype)))
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model(base), dtype=getattr(torch, resolve_dtype(dtype)), device_map=device
+        )
     except OSError as e:
-        raise GlmtrainError(f"cannot load the base model {base!r}: {e}".splitlines()[0], offline_hint(base) + "; or pass --base-model DIR") from None
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    model = PeftModel.from_pretrained(model, str(out))
-    model.eval()
-    return model, tokenizer
+        raise GlmtrainError(
+            f"cannot load the base model {base!r}: {e}".splitlines()[0],
+            offline_hint(base) + "; or pass --base-model DIR",
+        ) from None
+    tuned = PeftModel.from_pretrained(model, str(out))
+    tuned.eval()
+    return tuned, tokenizer
 
 
-def merge(output_dir: str | Path, target: str | Path | None = None, *, base_model: str | None = None, dtype: str = "auto") -> Path:
+def merge(
+    output_dir: str | Path, target: str | Path | None = None, *, base_model: str | None = None, dtype: str = "auto"
+) -> Path:
     """Merge the adapter into the base weights and save a standalone model (with the run's tokenizer)."""
     model, tokenizer = load_trained(output_dir, base_model=base_model, dtype=dtype)
     target = Path(target) if target else Path(output_dir) / "merged"

@@ -17,11 +17,15 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
 from glmtrain.config import ACCELERATE_DIR, DataProblem, GlmtrainError, TrainConfig, dump
+
+if TYPE_CHECKING:
+    from glmdata.models import MessagesRow
+    from glmdata.render import TrainOn
 
 # Output files, besides what TRL/PEFT write (adapter, tokenizer, checkpoints, model card).
 CONFIG_FILE = "glmtrain.yaml"
@@ -40,7 +44,7 @@ class Rows:
     and for each exact duplicate the position of its first copy (so a split keeps copies together)."""
 
     path: str
-    rows: list[dict[str, Any]]
+    rows: list[MessagesRow]
     indices: list[int]
     report: Any
     copies: dict[int, int] = field(default_factory=dict)
@@ -61,7 +65,7 @@ def read_rows(path: str, *, skip_invalid: bool, console) -> Rows:
     try:
         for result in convert_file(path, Options()):
             rows.report.add(result)
-            if result.ok:
+            if result.ok and result.row is not None:
                 if result.duplicate_of is not None and result.duplicate_of in first_copy:
                     rows.copies[len(rows.rows)] = first_copy[result.duplicate_of]
                 else:
@@ -75,7 +79,8 @@ def read_rows(path: str, *, skip_invalid: bool, console) -> Rows:
         report.print(console)
         raise DataProblem(
             f"{path}: {report.rejected} of {report.rows_in} rows would be rejected; nothing was loaded or trained",
-            "fix them (`glmdata convert` writes the rejects with reasons), or pass --skip-invalid to train on the valid rows only",
+            "fix them (`glmdata convert` writes the rejects with reasons), "
+            "or pass --skip-invalid to train on the valid rows only",
         )
     if report.rejected:
         console.print(
@@ -139,7 +144,9 @@ def load_tokenizer(model: str):
         except TokenizerError as e:
             raise GlmtrainError(str(e)) from None
     if not _looks_like_hub_id(model):
-        raise GlmtrainError(f"--model {model}: no such directory", "pass a model directory or a hub id such as THUDM/glm-4-9b-chat-hf")
+        raise GlmtrainError(
+            f"--model {model}: no such directory", "pass a model directory or a hub id such as THUDM/glm-4-9b-chat-hf"
+        )
     from transformers import AutoTokenizer
 
     try:
@@ -202,7 +209,9 @@ def training_template(cfg: TrainConfig, tokenizer):
         return load_template(DEFAULT_TEMPLATE)
     if cfg.template == "model":
         if not tokenizer.chat_template:
-            raise GlmtrainError("--template model: the model's tokenizer has no chat template", "use --template glmdata")
+            raise GlmtrainError(
+                "--template model: the model's tokenizer has no chat template", "use --template glmdata"
+            )
         return Template(tokenizer.chat_template, f"{cfg.model} tokenizer")
     try:
         return load_template(cfg.template)
@@ -231,7 +240,9 @@ def check_template(tokenizer, rows: Rows, template, samples: int) -> TemplateChe
                 model_text = f"<error: {type(e).__name__}: {e}>"
             ours = render(msgs, add_generation_prompt=gen, template=template)
             if model_text != ours:
-                pos = next((j for j, (a, b) in enumerate(zip(model_text, ours)) if a != b), min(len(model_text), len(ours)))
+                pos = next(
+                    (j for j, (a, b) in enumerate(zip(model_text, ours)) if a != b), min(len(model_text), len(ours))
+                )
                 lo = max(0, pos - 30)
                 return TemplateCheck(
                     "differs",
@@ -249,7 +260,7 @@ def check_template(tokenizer, rows: Rows, template, samples: int) -> TemplateChe
 # --- tokenization and statistics -------------------------------------------------------------
 
 
-def tokenize_rows(rows: Rows, tokenizer, *, train_on: str, template) -> list[dict[str, list[int]]]:
+def tokenize_rows(rows: Rows, tokenizer, *, train_on: TrainOn, template) -> list[dict[str, list[int]]]:
     """glmdata's ``input_ids`` / ``assistant_masks`` for every row, untruncated (statistics need full lengths)."""
     from glmdata.masks import MaskError, tokenize_batch
     from glmdata.render import TemplateError
@@ -296,7 +307,11 @@ def token_stats(encoded: list[dict[str, list[int]]], max_length: int | None) -> 
         "rows": len(encoded),
         "tokens": tokens,
         "trained_tokens": trained,
-        "tokens_per_row": {"p50": percentile(lengths, 50), "p90": percentile(lengths, 90), "max": lengths[-1] if lengths else 0},
+        "tokens_per_row": {
+            "p50": percentile(lengths, 50),
+            "p90": percentile(lengths, 90),
+            "max": lengths[-1] if lengths else 0,
+        },
         "max_length": max_length,
         "truncated_rows": 0,
         "tokens_cut": 0,
@@ -377,18 +392,22 @@ def prepare(cfg: TrainConfig, console) -> Prepared:
     if check.status != "same":
         console.print(
             f"[yellow]template:[/] {escape(check.describe())}; "
-            + ("the saved tokenizer will carry the training template" if cfg.save_template else "keeping the model's template (--keep-model-template)")
+            + (
+                "the saved tokenizer will carry the training template"
+                if cfg.save_template
+                else "keeping the model's template (--keep-model-template)"
+            )
         )
 
     encoded = tokenize_rows(rows, tokenizer, train_on=cfg.train_on, template=template)
-    if held_out is not None:
-        train_pos, eval_pos = list(range(len(rows.rows))), []
-        eval_encoded = tokenize_rows(held_out, tokenizer, train_on=cfg.train_on, template=template)
-        eval_rows: Rows | None = held_out
-    else:
+    if held_out is None:
         train_pos, eval_pos = split_rows(rows, cfg.eval_split, cfg.seed)
         eval_encoded = [encoded[i] for i in eval_pos]
-        eval_rows = rows.subset(eval_pos) if eval_pos else None
+        eval_rows: Rows | None = rows.subset(eval_pos) if eval_pos else None
+    else:
+        train_pos, eval_pos = list(range(len(rows.rows))), []
+        eval_encoded = tokenize_rows(held_out, tokenizer, train_on=cfg.train_on, template=template)
+        eval_rows = held_out
     train_rows = rows.subset(train_pos)
     train_encoded = [encoded[i] for i in train_pos]
 
@@ -473,7 +492,12 @@ def make_plan(prep: Prepared, stats, eval_stats, longest: int, max_length: int |
             "save_every": every(cfg.save_steps),
             "log_every": every(cfg.logging_steps),
         },
-        "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.lora_target_modules},
+        "lora": {
+            "r": cfg.lora_r,
+            "alpha": cfg.lora_alpha,
+            "dropout": cfg.lora_dropout,
+            "target_modules": cfg.lora_target_modules,
+        },
         "learning_rate": cfg.learning_rate,
         "template": prep.template_check.to_dict(),
         "tracker": cfg.tracker,
@@ -485,16 +509,38 @@ def print_plan(plan: dict[str, Any], console) -> None:
     from rich.table import Table
 
     t, s, r = plan["tokens"], plan["steps"], plan["rows"]
+    per_row = t["tokens_per_row"]
     table = Table(show_header=False, title="glmtrain plan", title_justify="left")
-    table.add_row("data", f"{plan['data']}: {r['train']} train + {r['eval']} held out" + (f" ({r['left_out']} invalid rows left out)" if r["left_out"] else ""))
+    table.add_row(
+        "data",
+        f"{plan['data']}: {r['train']} train + {r['eval']} held out"
+        + (f" ({r['left_out']} invalid rows left out)" if r["left_out"] else ""),
+    )
     table.add_row("model", plan["model"])
-    table.add_row("tokens", f"{t['tokens']} ({t['trained_tokens']} trained, {100 * t['trained_tokens'] / max(1, t['tokens']):.1f}%); per row p50 {t['tokens_per_row']['p50']}, p90 {t['tokens_per_row']['p90']}, max {t['tokens_per_row']['max']}")
+    table.add_row(
+        "tokens",
+        f"{t['tokens']} ({t['trained_tokens']} trained, {100 * t['trained_tokens'] / max(1, t['tokens']):.1f}%); "
+        f"per row p50 {per_row['p50']}, p90 {per_row['p90']}, max {per_row['max']}",
+    )
     ml = plan["max_length"]
-    table.add_row("max_length", f"{ml['value']} ({'auto: longest row ' + str(ml['longest_row']) if ml['setting'] == 'auto' else 'set'}); {t['truncated_rows']} rows truncated, {t['trained_tokens_cut']} trained tokens cut, {t['dropped_rows']} rows dropped")
-    table.add_row("steps", f"{s['total']} ({s['per_epoch']}/epoch, {s['epochs']} epochs); effective batch {s['effective_batch']} = {s['batch_size']} x {s['gradient_accumulation_steps']} accumulation x {s['processes']} processes")
+    table.add_row(
+        "max_length",
+        f"{ml['value']} ({'auto: longest row ' + str(ml['longest_row']) if ml['setting'] == 'auto' else 'set'}); "
+        f"{t['truncated_rows']} rows truncated, {t['trained_tokens_cut']} trained tokens cut, "
+        f"{t['dropped_rows']} rows dropped",
+    )
+    table.add_row(
+        "steps",
+        f"{s['total']} ({s['per_epoch']}/epoch, {s['epochs']} epochs); effective batch {s['effective_batch']} = "
+        f"{s['batch_size']} x {s['gradient_accumulation_steps']} accumulation x {s['processes']} processes",
+    )
     table.add_row("eval / save / log", f"every {s['eval_every'] or '-'} / {s['save_every']} / {s['log_every']} steps")
     lora = plan["lora"]
-    table.add_row("LoRA", f"r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']} on {', '.join(lora['target_modules'])}; lr {plan['learning_rate']}")
+    table.add_row(
+        "LoRA",
+        f"r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']} on {', '.join(lora['target_modules'])}; "
+        f"lr {plan['learning_rate']}",
+    )
     table.add_row("template", plan["template"]["status"])
     table.add_row("output", plan["output_dir"])
     console.print(table)
@@ -543,7 +589,9 @@ def sft_config(cfg: TrainConfig, prep: Prepared):
     )
     # transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns)
     names = {f.name for f in dataclasses.fields(SFTConfig)}
-    kwargs["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = cfg.gradient_checkpointing
+    kwargs["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = (
+        cfg.gradient_checkpointing
+    )
     kwargs.update(cfg.sft)
     try:
         return SFTConfig(**kwargs)
@@ -561,9 +609,11 @@ def build_trainer(prep: Prepared, callbacks: list | None = None):
     quantization_config = None
     if cfg.load_in_4bit:
         quantization_config = _quantization_config(resolve_dtype(cfg.dtype))
-        from trl import get_kbit_device_map
+        from accelerate import PartialState
 
-        args.model_init_kwargs["device_map"] = get_kbit_device_map()
+        # a 4-bit model is not moved after loading: each process loads it onto its own GPU (what TRL's
+        # get_kbit_device_map did; TRL 1.x dropped it)
+        args.model_init_kwargs["device_map"] = {"": PartialState().local_process_index}
     peft_config = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -583,10 +633,15 @@ def build_trainer(prep: Prepared, callbacks: list | None = None):
             callbacks=callbacks,
         )
     except OSError as e:
-        raise GlmtrainError(f"cannot load the weights of {cfg.model!r}: {e}".splitlines()[0], offline_hint(cfg.model)) from None
+        raise GlmtrainError(
+            f"cannot load the weights of {cfg.model!r}: {e}".splitlines()[0], offline_hint(cfg.model)
+        ) from None
     except ValueError as e:
         if "Target module" in str(e) or "target_modules" in str(e):
-            raise GlmtrainError(f"LoRA: {e}".splitlines()[0], "set --lora-target-modules to module names of this model (GLM-4: q_proj,k_proj,v_proj)") from None
+            raise GlmtrainError(
+                f"LoRA: {e}".splitlines()[0],
+                "set --lora-target-modules to module names of this model (GLM-4: q_proj,k_proj,v_proj)",
+            ) from None
         raise
 
 
@@ -633,7 +688,7 @@ def latest_checkpoint(output_dir: str | Path) -> tuple[str | None, list[str]]:
             match = re.fullmatch(r"checkpoint-(\d+)", path.name)
             if match and path.is_dir():
                 found.append((int(match.group(1)), path))
-    skipped = []
+    skipped: list[str] = []
     for _, path in sorted(found, reverse=True):
         if (path / CHECKPOINT_COMPLETE).is_file():
             return str(path), skipped
@@ -648,14 +703,24 @@ def resolve_resume(cfg: TrainConfig, console=None) -> str | None:
         last, incomplete = latest_checkpoint(cfg.output_dir)
         if last is None:
             what = f"only incomplete ones ({', '.join(incomplete)})" if incomplete else "no checkpoint-* directory"
-            raise GlmtrainError(f"--resume latest: {what} in {cfg.output_dir}", "train without --resume, or point --output-dir at the earlier run")
+            raise GlmtrainError(
+                f"--resume latest: {what} in {cfg.output_dir}",
+                "train without --resume, or point --output-dir at the earlier run",
+            )
         if incomplete and console is not None:
-            console.print(f"[yellow]--resume latest:[/] {escape(', '.join(incomplete))} incomplete (the run stopped while saving); resuming from {escape(last)}")
+            console.print(
+                f"[yellow]--resume latest:[/] {escape(', '.join(incomplete))} incomplete "
+                f"(the run stopped while saving); resuming from {escape(last)}"
+            )
         return last
     if not Path(cfg.resume).is_dir():
         raise GlmtrainError(f"--resume {cfg.resume}: no such checkpoint directory")
     if not (Path(cfg.resume) / CHECKPOINT_COMPLETE).is_file():
-        raise GlmtrainError(f"--resume {cfg.resume}: the checkpoint is incomplete (no {CHECKPOINT_COMPLETE}; the run stopped while saving it)", "resume from an earlier checkpoint, or use --resume latest")
+        raise GlmtrainError(
+            f"--resume {cfg.resume}: the checkpoint is incomplete "
+            f"(no {CHECKPOINT_COMPLETE}; the run stopped while saving it)",
+            "resume from an earlier checkpoint, or use --resume latest",
+        )
     return cfg.resume
 
 
@@ -720,14 +785,18 @@ def train(prep: Prepared, console) -> dict[str, Any]:
                 project=cfg.project,
                 run_name=cfg.run_name,
                 log_dir=out / SWANLOG_DIR,
-                config={"glmtrain": cfg.to_dict(), "plan": prep.plan},
+                config={"glmtrain": cfg.model_dump(), "plan": prep.plan},
             )
         )
     if prep.eval is not None and cfg.num_predictions > 0:
         samples = prediction_samples(prep.eval.rows, cfg.num_predictions)
         for sample in samples:
             sample.index = prep.eval.indices[sample.index]  # its row number in the data file
-        callbacks.append(PredictionCallback(samples, out / PREDICTIONS_FILE, max_new_tokens=cfg.max_new_tokens, template=prep.template))
+        callbacks.append(
+            PredictionCallback(
+                samples, out / PREDICTIONS_FILE, max_new_tokens=cfg.max_new_tokens, template=prep.template
+            )
+        )
 
     # Libraries print progress to stdout; stdout is for data, so send their chatter to stderr.
     with contextlib.redirect_stdout(sys.stderr):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, REPO, chat_row, read_jsonl
+from conftest import DATA, REPO, chat_row, read_jsonl, tool_row
 
 from glmdata.cli import app
 from glmdata.schema import schema_texts, stale_files
@@ -46,6 +46,7 @@ def files(directory: Path) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------- convert
+
 
 def test_convert_clean_data_exits_0(runner, tmp_path: Path) -> None:
     result = invoke(runner, "convert", ALPACA, "-o", "out.jsonl", code=0)
@@ -85,7 +86,9 @@ def test_convert_writes_rejects_verbatim_and_report(runner, tmp_path: Path) -> N
 
 
 def test_convert_rejects_path_option_and_dedupe(runner, tmp_path: Path) -> None:
-    invoke(runner, "convert", GLAIVE, "-o", "out.jsonl", "--rejects", "bad.jsonl", "--dedupe", "--report", "r.json", code=1)
+    invoke(
+        runner, "convert", GLAIVE, "-o", "out.jsonl", "--rejects", "bad.jsonl", "--dedupe", "--report", "r.json", code=1
+    )
     assert {"out.jsonl", "bad.jsonl", "r.json"} <= files(tmp_path)
     report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert (report["rows_out"], report["rejected"], report["deduplicated"]) == (20, 3, 1)
@@ -94,14 +97,25 @@ def test_convert_rejects_path_option_and_dedupe(runner, tmp_path: Path) -> None:
 
 def test_convert_call_style_json(runner, tmp_path: Path) -> None:
     invoke(runner, "convert", GLAIVE, "-o", "out.jsonl", "--call-style", "json", code=1)
-    assert (tmp_path / "out.jsonl").read_bytes() == (REPO / "tests/golden/convert/glaive.call-style-json.jsonl").read_bytes()
+    assert (tmp_path / "out.jsonl").read_bytes() == (
+        REPO / "tests/golden/convert/glaive.call-style-json.jsonl"
+    ).read_bytes()
 
 
 def test_convert_strict_and_no_repair(runner, tmp_path: Path) -> None:
     invoke(runner, "convert", DATA / "identity_sample.json", "-o", "out.jsonl", "--strict", code=1)
     assert read_jsonl(tmp_path / "out.jsonl") == []
     assert [r["errors"][0]["code"] for r in read_jsonl(tmp_path / "out.rejects.jsonl")] == ["placeholder"] * 8
-    invoke(runner, "convert", DATA / "messages_arrow_nulls_sample.jsonl", "-o", "n.jsonl", "--no-repair", "null-fields", code=1)
+    invoke(
+        runner,
+        "convert",
+        DATA / "messages_arrow_nulls_sample.jsonl",
+        "-o",
+        "n.jsonl",
+        "--no-repair",
+        "null-fields",
+        code=1,
+    )
     assert {r["errors"][0]["code"] for r in read_jsonl(tmp_path / "n.rejects.jsonl")} == {"disabled-repair"}
 
 
@@ -143,7 +157,10 @@ def test_convert_empty_file_exits_1(runner, tmp_path: Path) -> None:
 def test_convert_broken_rows_exit_1_with_line_numbers(runner, tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_bytes(json.dumps(chat_row()).encode() + b'\n{"messages": [\n\xff\n')
     result = invoke(runner, "convert", "in.jsonl", "-o", "out.jsonl", code=1)
-    assert [(r["line"], r["errors"][0]["code"]) for r in read_jsonl(tmp_path / "out.rejects.jsonl")] == [(2, "invalid-json"), (3, "invalid-utf8")]
+    assert [(r["line"], r["errors"][0]["code"]) for r in read_jsonl(tmp_path / "out.rejects.jsonl")] == [
+        (2, "invalid-json"),
+        (3, "invalid-utf8"),
+    ]
     assert "in.jsonl:2 row 1" in flat(result.stderr)
 
 
@@ -199,6 +216,7 @@ def test_failed_input_leaves_no_output(runner, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- validate
 
+
 def test_validate_writes_nothing(runner, tmp_path: Path) -> None:
     result = invoke(runner, "validate", GLAIVE, code=1)
     assert files(tmp_path) == set()
@@ -221,6 +239,7 @@ def test_validate_empty_file_exits_1(runner, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- schema
+
 
 def test_schema_writes_every_format_and_check_detects_stale_files(runner, tmp_path: Path) -> None:
     result = invoke(runner, "schema", "-o", "out", code=0)
@@ -256,19 +275,123 @@ def test_committed_schemas_are_up_to_date() -> None:
     assert stale_files(REPO / "schemas") == [], "run `glmdata schema` and commit schemas/"
 
 
+# ---------------------------------------------------------------------------------------- render
+
+ROWS = [chat_row("q0", "a0"), tool_row(), chat_row("q2 :smile: [bold]", "a2")]
+
+
+@pytest.fixture
+def rows_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    return path
+
+
+def converted_messages(index: int) -> list:
+    from glmdata.convert import convert_row
+
+    return convert_row(ROWS[index]).row["messages"]
+
+
+def test_render_marks_the_trained_text_when_stdout_is_not_a_terminal(runner, rows_file: Path) -> None:
+    from glmdata.render import render_spans
+
+    result = invoke(runner, "render", rows_file, "--row", "-1", code=0)
+    text, [(start, end)] = render_spans(converted_messages(2))
+    assert result.stdout == f"{text[:start]}⟦{text[start:end]}⟧{text[end:]}\n"  # ":smile:" and "[bold]" as written
+    assert f"row 2: {len(text):,} characters, {end - start:,} trained (trained text between ⟦ and ⟧" in flat(
+        result.stderr
+    )
+
+
+def test_render_raw_rows_and_generation_prompt(runner, rows_file: Path) -> None:
+    from glmdata.render import render, render_spans
+
+    raw = invoke(runner, "render", rows_file, "--row", "1", "--raw", code=0)
+    assert raw.stdout == render_spans(converted_messages(1)).text and raw.stderr == ""
+    many = invoke(runner, "render", rows_file, "--rows", "1:", code=0)
+    assert [json.loads(line) for line in many.stdout.splitlines()] == [
+        {"text": render_spans(converted_messages(i)).text} for i in (1, 2)
+    ]
+    prompt = invoke(runner, "render", rows_file, "--raw", "--generation-prompt", code=0)
+    assert prompt.stdout == render(converted_messages(0), add_generation_prompt=True)
+    assert prompt.stdout.endswith("<|assistant|>")
+
+
+def test_render_without_a_file_asks_for_convert_first(runner) -> None:
+    result = invoke(runner, "render", code=2)
+    assert "messages.jsonl not found: run `glmdata convert DATA -o messages.jsonl` first" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    from tiny_tokenizer import save_tiny_tokenizer
+
+    return save_tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+def test_render_tokens_shows_ids_labels_and_the_cut(runner, rows_file: Path, tokenizer_dir: Path) -> None:
+    from glmdata.masks import IGNORE_INDEX, tokenize
+    from glmdata.tokenizer import load_tokenizer
+
+    encoded = tokenize(converted_messages(0), load_tokenizer(tokenizer_dir))
+    ids, trained = encoded["input_ids"], sum(label != IGNORE_INDEX for label in encoded["labels"])
+    args = ("render", rows_file, "--tokens", "--tokenizer", tokenizer_dir)
+    result = invoke(runner, *args, "--max-length", "5", code=0)
+    out = flat(result.stdout)
+    assert "151331" in out and "[gMASK]" in out  # a special token's id and text, not rich markup
+    assert f"tokens: {len(ids):,}  trained tokens: {trained:,}" in out
+    assert f"--max-length 5 truncates this row: cuts {len(ids) - 5:,} tokens, {trained:,} of them trained" in out
+    assert "keeps the whole row" in flat(invoke(runner, *args, "--max-length", str(len(ids)), code=0).stdout)
+    assert "--tokens needs --tokenizer" in invoke(runner, "render", rows_file, "--tokens", code=2).stderr
+
+
+def test_check_template_and_install_template(runner, rows_file: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from glmdata.render import DEFAULT_TEMPLATE, GENERATION_TEMPLATE, load_template
+
+    same = invoke(runner, "render", rows_file, "--check-template", tokenizer_dir, code=0)
+    assert "identical: 3 rows (all rows) render the same" in flat(same.stderr)
+    other = Path(shutil.copytree(tokenizer_dir, tmp_path / "other"))
+    (other / "chat_template.jinja").write_text(load_template(tokenizer_dir).text + "x", encoding="utf-8")
+    differs = invoke(runner, "render", rows_file, "--row", "1", "--check-template", other, code=1)
+    assert "row 1: templates differ at character" in flat(differs.stderr)
+    assert "first differing token" in flat(differs.stderr)
+    installed = invoke(runner, "install-template", other, code=0)
+    assert flat(installed.stderr) == f"wrote {other / 'chat_template.jinja'}"
+    assert load_template(other).text == load_template(GENERATION_TEMPLATE).text
+    invoke(runner, "render", rows_file, "--check-template", other, code=0)
+    invoke(runner, "install-template", other, "--plain", code=0)
+    assert load_template(other).text == load_template(DEFAULT_TEMPLATE).text
+    assert "not a directory" in invoke(runner, "install-template", rows_file, code=2).stderr
+
+
 # ---------------------------------------------------------------------------------------- the real script
+
 
 def test_console_script_end_to_end(tmp_path: Path) -> None:
     assert SCRIPT.is_file(), f"{SCRIPT} is not installed (pip install -e .)"
-    done = subprocess.run([str(SCRIPT), "convert", str(GLAIVE), "-o", "out.jsonl", "--report", "r.json", "--quiet"],
-                          cwd=tmp_path, capture_output=True, timeout=120)
+    done = subprocess.run(
+        [str(SCRIPT), "convert", str(GLAIVE), "-o", "out.jsonl", "--report", "r.json", "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr.decode()
     assert b"Traceback" not in done.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == (REPO / "tests/golden/convert/glaive.jsonl").read_bytes()
     assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["rejected"] == 3
     missing = subprocess.run([str(SCRIPT), "validate", "missing.json"], cwd=tmp_path, capture_output=True, timeout=120)
     assert missing.returncode == 2 and b"Traceback" not in missing.stderr and b"no such file" in missing.stderr
-    piped = subprocess.run([str(SCRIPT), "convert", "-", "-o", "-", "-q"], cwd=tmp_path, input=ALPACA.read_bytes(), capture_output=True, timeout=120)
+    piped = subprocess.run(
+        [str(SCRIPT), "convert", "-", "-o", "-", "-q"],
+        cwd=tmp_path,
+        input=ALPACA.read_bytes(),
+        capture_output=True,
+        timeout=120,
+    )
     assert piped.returncode == 0 and piped.stdout == (REPO / "tests/golden/convert/alpaca_en.jsonl").read_bytes()
 
 
@@ -276,7 +399,11 @@ def test_help_does_not_import_heavy_libraries(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     done = subprocess.run([str(SCRIPT), "--help"], cwd=tmp_path, capture_output=True, env=env, timeout=120)
     assert done.returncode == 0 and b"convert" in done.stdout
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.decode().splitlines() if line.startswith("import time:")}
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in done.stderr.decode().splitlines()
+        if line.startswith("import time:")
+    }
     assert "glmdata" in imported  # the profile did record the imports
     assert imported & {"torch", "transformers", "datasets", "trl", "peft", "accelerate", "swanlab", "pyarrow"} == set()
 
@@ -290,10 +417,11 @@ def test_import_glmdata_is_light() -> None:
 
 # ---------------------------------------------------------------------------------------- render --all
 
+
 def test_render_all_names_the_first_rejected_rows_then_counts_the_rest(runner, tmp_path: Path) -> None:
     """A large file with many broken rows must not flood stderr: the first SHOW_FINDINGS are named,
     the rest counted; every good row is still rendered and the exit code says rows were left out."""
-    from glmdata.cli import SHOW_FINDINGS
+    from glmdata.cli.common import SHOW_FINDINGS
 
     broken = {"messages": [{"role": "user", "content": "hi"}]}  # no assistant turn: rejected
     rows = [chat_row("q", "a") if i % 2 else broken for i in range(2 * SHOW_FINDINGS + 10)]

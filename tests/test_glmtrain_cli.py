@@ -62,7 +62,9 @@ def test_help_is_instant_and_imports_nothing_heavy():
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft', 'swanlab') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
 
@@ -79,7 +81,10 @@ def _command_flags() -> dict[str, set[str]]:
     from glmtrain.cli import app
 
     group = typer.main.get_command(app)
-    flags = {name: {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts) if opt.startswith("--")} for name, cmd in group.commands.items()}
+    flags = {
+        name: {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts) if opt.startswith("--")}
+        for name, cmd in group.commands.items()
+    }
     flags[""] = {opt for p in group.params for opt in (*p.opts, *p.secondary_opts)}
     return flags
 
@@ -116,7 +121,8 @@ def test_recipes_are_listed_and_resolve_to_valid_configs():
     assert tool.lora_target_modules == ["q_proj", "k_proj", "v_proj"]
     assert (tool.learning_rate, tool.batch_size, tool.gradient_accumulation_steps, tool.max_steps) == (5e-4, 1, 2, 600)
     alpaca = cfgmod.merge(("recipe", cfgmod.load_recipe("alpaca")))
-    assert (alpaca.num_epochs, alpaca.batch_size, alpaca.eval_split, alpaca.eval_steps, alpaca.save_steps) == (3, 2, 0.05, 0.1, 0.1)
+    assert (alpaca.num_epochs, alpaca.batch_size, alpaca.eval_split) == (3, 2, 0.05)
+    assert (alpaca.eval_steps, alpaca.save_steps) == (0.1, 0.1)
     shown = glmtrain_cli("recipes", "alpaca")
     assert shown.exit_code == 0 and "num_epochs: 3" in shown.stdout
     assert glmtrain_cli("recipes", "nope").exit_code == 2
@@ -125,7 +131,8 @@ def test_recipes_are_listed_and_resolve_to_valid_configs():
 def test_defaults_are_the_tool_call_tutorials():
     cfg = cfgmod.TrainConfig()
     assert cfg.model == "THUDM/glm-4-9b-chat-hf"
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) == (8, 32, 0.1, ["q_proj", "k_proj", "v_proj"])
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (8, 32, 0.1)
+    assert cfg.lora_target_modules == ["q_proj", "k_proj", "v_proj"]
     assert (cfg.learning_rate, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.logging_steps) == (5e-4, 1, 2, 10)
     assert cfg.eval_split > 0 and cfg.dtype == "auto"
 
@@ -151,11 +158,81 @@ def test_bad_settings_are_usage_errors(tmp_path, data):
     assert out.exit_code == 2
     assert "unknown setting 'learning_rat'" in out.stderr
     assert "Traceback" not in out.stderr
-    with pytest.raises(GlmtrainError):
-        cfgmod.merge(("flags", {"max_length": "long"}))
-    with pytest.raises(GlmtrainError):
-        cfgmod.merge(("flags", {"tracker": "wandb"}))
+    assert "did you mean 'learning_rate'?" in out.stderr
     assert glmtrain_cli("run", tmp_path / "missing.jsonl", "--dry-run").exit_code == 2
+    flag = glmtrain_cli("run", data, "--set", "lora_r=many", "--dry-run")
+    assert flag.exit_code == 2 and "--set lora_r=many: lora_r must be a valid integer" in flag.stderr
+    merge_dtype = glmtrain_cli("merge", tmp_path, "--dtype", "fp8")
+    assert merge_dtype.exit_code == 2
+    assert "--dtype must be one of auto, bfloat16, float16, float32" in merge_dtype.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_length": "long"}, "flags: max_length must be a positive number, 'auto' or 'none', got 'long'"),
+        ({"max_length": 0}, "flags: max_length must be a positive number, 'auto' or 'none', got 0"),
+        ({"tracker": "wandb"}, "flags: tracker must be 'auto', 'cloud', 'offline' or 'none', got 'wandb'"),
+        ({"dtype": "fp8"}, "flags: dtype must be 'auto', 'bfloat16', 'float16' or 'float32', got 'fp8'"),
+        ({"train_on": "every"}, "flags: train_on must be 'assistant', 'all' or 'last', got 'every'"),
+        ({"lora_dropout": 1}, "flags: lora_dropout must be less than 1, got 1"),
+        ({"batch_size": 0}, "flags: batch_size must be greater than 0, got 0"),
+        ({"max_steps": 0}, "flags: max_steps must be a positive number of steps, or -1 to train for num_epochs, got 0"),
+        ({"learning_rate": "nan"}, "flags: learning_rate must be a finite number, got 'nan'"),
+        ({"eval_steps": -0.5}, "flags: eval_steps must be greater than or equal to 0, got -0.5"),
+        ({"seed": 2**32}, "flags: seed must be less than 4294967296, got 4294967296"),
+        ({"lora_target_modules": ""}, "flags: lora_target_modules must have at least 1 item"),
+        ({"packing": "maybe"}, "flags: packing must be a valid boolean"),
+        ({"sft": [1]}, "flags: sft must be a valid dictionary, got [1]"),
+        ({"lora_r": None}, "flags: lora_r needs a value"),
+    ],
+)
+def test_a_wrong_value_names_the_key_what_is_allowed_and_what_was_given(settings, message):
+    with pytest.raises(GlmtrainError) as caught:
+        cfgmod.merge(("flags", settings))
+    assert caught.value.message.startswith(message)
+    assert caught.value.exit_code == 2 and "\n" not in caught.value.message
+
+
+def test_the_error_names_the_layer_it_comes_from():
+    with pytest.raises(GlmtrainError) as caught:
+        cfgmod.merge(("recipe toolcall", cfgmod.load_recipe("toolcall")), ("mine.yaml", {"batch_size": "0"}))
+    assert caught.value.message.startswith("mine.yaml: batch_size")
+    with pytest.raises(GlmtrainError) as caught:
+        cfgmod.merge(("mine.yaml", {"max_step": 5}), ("flags", {}))
+    assert caught.value.message == "mine.yaml: unknown setting 'max_step'" and "'max_steps'" in caught.value.hint
+
+
+def test_text_from_flags_and_yaml_becomes_typed_settings(tmp_path):
+    cfg = cfgmod.merge(
+        ("flags", {
+            "data": tmp_path / "train.jsonl", "max_length": "none", "lora_target_modules": "q_proj, v_proj,",
+            "packing": "yes", "eval_split": "20.0", "logging_steps": "0.5", "learning_rate": "1e-4", "seed": "7",
+            "run_name": 2024, "description": "recipe keys that are not settings are skipped",
+        }),
+    )  # fmt: skip
+    assert cfg.data == str(tmp_path / "train.jsonl") and cfg.max_length is None and cfg.packing is True
+    assert cfg.lora_target_modules == ["q_proj", "v_proj"]
+    assert cfg.eval_split == 20 and isinstance(cfg.eval_split, int)  # a number of rows, not a fraction
+    assert (cfg.logging_steps, cfg.learning_rate, cfg.seed, cfg.run_name) == (0.5, 1e-4, 7, "2024")
+    assert cfgmod.merge(("flags", {"max_length": " Auto "})).max_length == "auto"
+    assert cfgmod.merge(("flags", {"max_length": "512"})).max_length == 512
+    assert cfgmod.merge(("flags", {"max_length": "0"})).max_length is None  # --max-length 0: no cap
+    saved = cfgmod.merge(("saved", yaml.safe_load(cfgmod.dump(cfg))))
+    assert saved == cfg  # glmtrain.yaml reads back as the same settings
+    with pytest.raises(ValueError, match="greater than 0"):
+        cfg.lora_r = 0  # assignment is checked too
+
+
+def test_set_beats_flags_and_reaches_the_plan(data, tokenizer_only):
+    out = glmtrain_cli(
+        "run", data, "--model", tokenizer_only, "--dry-run", "--json", "--eval-split", "0", "--lora-r", "4",
+        "--set", "lora_r=16", "--set", "lora_target_modules=[q_proj, v_proj]", "--set", "max_length=none",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["lora"]["r"] == 16 and plan["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert plan["max_length"]["setting"] is None and plan["max_length"]["value"] is None
 
 
 def test_accelerate_configs_are_shipped_and_parse():
@@ -193,7 +270,9 @@ def test_invalid_rows_stop_the_run_before_the_model_loads(tmp_path):
 
 def test_skip_invalid_trains_on_valid_rows_and_says_how_many_were_left_out(tmp_path, tokenizer_only):
     data = write_jsonl(tmp_path / "bad.jsonl", TRAIN_ROWS + [INVALID_ROW])
-    out = glmtrain_cli("run", data, "--model", tokenizer_only, "--skip-invalid", "--dry-run", "--json", "--eval-split", "0")
+    out = glmtrain_cli(
+        "run", data, "--model", tokenizer_only, "--skip-invalid", "--dry-run", "--json", "--eval-split", "0"
+    )
     assert out.exit_code == 0, out.stderr
     assert "left out 1 of 9 rows" in out.stderr
     plan = json.loads(out.stdout)
@@ -221,19 +300,26 @@ def test_dry_run_prints_the_plan_without_weights(tmp_path, tokenizer_only):
 
 
 def test_short_max_length_warns_with_the_share_cut(data, tokenizer_only):
-    out = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--json", "--max-length", "64", "--eval-split", "0")
+    out = glmtrain_cli(
+        "run", data, "--model", tokenizer_only, "--dry-run", "--json", "--max-length", "64", "--eval-split", "0"
+    )
     assert out.exit_code == 0, out.stderr
     plan = json.loads(out.stdout)
     assert plan["tokens"]["truncated_rows"] > 0 and plan["tokens"]["trained_tokens_cut"] > 0
     assert re.search(r"max_length 64 cuts \d+ of 9 training rows \(\d+\.\d%\)", " ".join(out.stderr.split()))
-    nothing_left = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--max-length", "4", "--eval-split", "0")
+    nothing_left = glmtrain_cli(
+        "run", data, "--model", tokenizer_only, "--dry-run", "--max-length", "4", "--eval-split", "0"
+    )
     assert nothing_left.exit_code == 1
     assert "leaves no training row with a trained token" in nothing_left.stderr
 
 
 def test_template_mismatch_stops_and_shows_the_first_difference(data, tokenizer_only):
     config_file = tokenizer_only / "chat_template.jinja"
-    config_file.write_text(config_file.read_text(encoding="utf-8").replace("<|{{ item['role'] }}|>", "<|{{ item['role'] }}|> "), encoding="utf-8")
+    config_file.write_text(
+        config_file.read_text(encoding="utf-8").replace("<|{{ item['role'] }}|>", "<|{{ item['role'] }}|> "),
+        encoding="utf-8",
+    )
     out = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run")
     assert out.exit_code == 1
     assert "first difference at character" in out.stderr
@@ -247,7 +333,9 @@ def test_template_mismatch_stops_and_shows_the_first_difference(data, tokenizer_
 
 
 def test_offline_hub_id_gives_a_clear_error(data, glmtrain_env):
-    out = glmtrain_subprocess("run", data, "--model", "no-such-org/no-such-model", "--dry-run", env={"HF_HUB_OFFLINE": "1"})
+    out = glmtrain_subprocess(
+        "run", data, "--model", "no-such-org/no-such-model", "--dry-run", env={"HF_HUB_OFFLINE": "1"}
+    )
     assert out.returncode == 2, out.stderr
     assert "hf download no-such-org/no-such-model --local-dir" in out.stderr
     assert "--model" in out.stderr
@@ -273,7 +361,9 @@ def test_load_in_4bit_without_a_gpu_is_a_clear_error(data, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is there")
-    out = glmtrain_cli("run", data, "--model", "tiny-random", "--load-in-4bit", "-o", tmp_path / "out", "--tracker", "none")
+    out = glmtrain_cli(
+        "run", data, "--model", "tiny-random", "--load-in-4bit", "-o", tmp_path / "out", "--tracker", "none"
+    )
     assert out.exit_code == 2
     assert "needs a CUDA GPU and the bitsandbytes package" in out.stderr
     assert not (tmp_path / "out").exists()
@@ -299,12 +389,16 @@ def test_tracker_mode_never_needs_a_login(glmtrain_env, monkeypatch):
 def test_parse_and_compare_tool_calls():
     assert parse_tool_call('get_weather\n{"city": "Rome"}') == {"name": "get_weather", "arguments": {"city": "Rome"}}
     assert parse_tool_call("\nIt is sunny.") is None
-    assert parse_tool_call("")is None
+    assert parse_tool_call("") is None
     broken = parse_tool_call("get_weather\n{city")
     assert broken["name"] == "get_weather" and broken["arguments"] is None
     ref = {"name": "get_weather", "arguments": {"city": "Rome"}}
     assert compare_calls({"name": "get_weather", "arguments": {"city": "Rome"}}, ref)["call_match"]
-    assert compare_calls({"name": "get_weather", "arguments": {"city": "Oslo"}}, ref) == {"name_match": True, "arguments_match": False, "call_match": False}
+    assert compare_calls({"name": "get_weather", "arguments": {"city": "Oslo"}}, ref) == {
+        "name_match": True,
+        "arguments_match": False,
+        "call_match": False,
+    }
     assert not compare_calls(None, ref)["name_match"]
 
 
@@ -316,7 +410,9 @@ def test_without_the_train_extra_glmtrain_says_how_to_install_it(tmp_path: Path)
         "import sys; sys.modules['transformers'] = None; sys.modules['torch'] = None; "
         "from glmtrain.cli import main; sys.argv = ['glmtrain', 'run', sys.argv[1], '--dry-run']; main()"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(data)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(data)], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "glmtrain needs the training dependencies" in proc.stderr and "pip install 'glmdata[train]'" in proc.stderr

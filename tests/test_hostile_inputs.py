@@ -83,7 +83,8 @@ def test_json_array_cut_inside_a_row() -> None:
     assert (record["index"], record["line"], record["errors"][0]["code"]) == (2, 4, "truncated-input")
     assert record["raw"] == cut  # the partial row, verbatim
     assert findings(result.stderr) == [
-        "in.json:4 row 2 file: row 2 (line 4) is cut short: the file ends inside it (truncated-input; fix: the file ends in the middle of a value: re-export or re-download it)"
+        "in.json:4 row 2 file: row 2 (line 4) is cut short: the file ends inside it "
+        "(truncated-input; fix: the file ends in the middle of a value: re-export or re-download it)"
     ]
 
 
@@ -109,9 +110,13 @@ def test_invalid_utf8_rejects_that_row_only_and_keeps_its_bytes(container: str) 
     assert len(read_jsonl(Path("out.jsonl"))) == 2
     [record] = rejects()
     assert (record["index"], record["line"], record["errors"][0]["code"]) == (1, 2, "invalid-utf8")
-    assert "raw" not in record and base64.b64decode(record["raw_base64"]) == bad  # not UTF-8: kept as base64, byte for byte
+    assert (
+        "raw" not in record and base64.b64decode(record["raw_base64"]) == bad
+    )  # not UTF-8: kept as base64, byte for byte
     offset = GOOD_LINE.index("hello") + 1
-    assert findings(result.stderr)[0].startswith(f"in.{container}:2 row 1 row: byte {offset} is not valid UTF-8 (b'\\xffllo')")
+    assert findings(result.stderr)[0].startswith(
+        f"in.{container}:2 row 1 row: byte {offset} is not valid UTF-8 (b'\\xffllo')"
+    )
 
 
 @pytest.mark.parametrize(
@@ -138,7 +143,10 @@ def test_nul_bytes() -> None:
     result = run("convert", "in.jsonl", "-o", "out.jsonl", code=1)
     out = read_jsonl(Path("out.jsonl"))
     assert out == [GOOD, chat_row("hel\x00lo", "hi, how can I help?")]
-    assert [(r["line"], r["errors"][0]["code"], r["raw"]) for r in rejects()] == [(2, "invalid-json", raw_nul), (3, "invalid-json", "\x00\x00\x00")]
+    assert [(r["line"], r["errors"][0]["code"], r["raw"]) for r in rejects()] == [
+        (2, "invalid-json", raw_nul),
+        (3, "invalid-json", "\x00\x00\x00"),
+    ]
     assert [line.split(" row:")[0] for line in findings(result.stderr)] == ["in.jsonl:2 row 1", "in.jsonl:3 row 2"]
 
 
@@ -155,7 +163,11 @@ def test_stray_byte_between_array_elements() -> None:
 # ---------------------------------------------------------------------------------- nothing in the file
 
 
-@pytest.mark.parametrize("data", [b"", b" \n\t\r\n  ", b"\xef\xbb\xbf", b"[]", b"\n[ \n ]\n"], ids=["empty", "whitespace", "bom-only", "empty-array", "empty-array-ws"])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b" \n\t\r\n  ", b"\xef\xbb\xbf", b"[]", b"\n[ \n ]\n"],
+    ids=["empty", "whitespace", "bom-only", "empty-array", "empty-array-ws"],
+)
 @pytest.mark.parametrize("command", ["convert", "validate"])
 def test_no_rows_exits_1_and_writes_nothing(data: bytes, command: str) -> None:
     write("in.json", data)
@@ -196,7 +208,9 @@ def test_object_holding_the_rows_on_one_line_is_one_unknown_row() -> None:
     result = run("convert", "in.json", "-o", "out.jsonl", code=1)
     [record] = rejects()
     assert record["errors"][0]["code"] == "unknown-format" and "keys seen (data)" in record["errors"][0]["message"]
-    assert findings(result.stderr)[0].startswith("in.json:1 row 0 row: cannot tell the format from the keys seen (data)")
+    assert findings(result.stderr)[0].startswith(
+        "in.json:1 row 0 row: cannot tell the format from the keys seen (data)"
+    )
 
 
 def test_a_broken_first_line_of_jsonl_is_not_mistaken_for_a_pretty_printed_object() -> None:
@@ -213,7 +227,9 @@ def test_rows_of_the_wrong_type(container: str) -> None:
     assert read_jsonl(Path("out.jsonl")) == [GOOD]
     got = [(r["index"], r["line"], r["errors"][0]["code"], r["errors"][0]["message"], r["raw"]) for r in rejects()]
     kinds = ["number", "string", "array", "null", "boolean", "number"]
-    assert got == [(i, i + 1, "not-an-object", f"row is a JSON {kind}, not an object", values[i]) for i, kind in enumerate(kinds)]
+    assert got == [
+        (i, i + 1, "not-an-object", f"row is a JSON {kind}, not an object", values[i]) for i, kind in enumerate(kinds)
+    ]
     assert len(findings(result.stderr)) == 6
 
 
@@ -221,7 +237,12 @@ def test_mixed_formats_in_one_file_are_detected_row_by_row() -> None:
     rows = [
         {"instruction": "Say hi", "input": "", "output": "hi"},
         {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "assistant", "content": "hello"}]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "assistant", "content": "hello"},
+            ]
+        },
         {"prompt": "hi", "response": "hello", "history": []},
         GOOD,
         {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]},
@@ -241,20 +262,34 @@ def test_thousands_of_nesting_levels(container: str) -> None:
     """Too deep to parse: the row is rejected (no RecursionError, no crash); deep but parseable
     values are validated like any other (rejected where the schema wants text, kept in a tool schema)."""
     deep_schema = json.loads('{"x":' * 400 + "1" + "}" * 400)
-    deep_tool = tool_row(tool(properties={"location": {"type": "string"}, "deep": {"type": "object", "properties": deep_schema}}, required=["location"]))
+    deep_tool = tool_row(
+        tool(
+            properties={"location": {"type": "string"}, "deep": {"type": "object", "properties": deep_schema}},
+            required=["location"],
+        )
+    )
     values = [
         GOOD_LINE,
         "[" * 100_000 + "]" * 100_000,
         '{"a":' * 50_000 + "1" + "}" * 50_000,
-        GOOD_LINE.replace('"hello"', "[" * 900 + '"hello"' + "]" * 900),  # parses (under 1,024 levels), content is not text
+        GOOD_LINE.replace(
+            '"hello"', "[" * 900 + '"hello"' + "]" * 900
+        ),  # parses (under 1,024 levels), content is not text
         json.dumps(deep_tool),
         GOOD_LINE.replace("hello", "bye"),
     ]
     write(f"in.{container}", "[" + ",".join(values) + "]" if container == "json" else "\n".join(values))
     result = run("convert", f"in.{container}", "-o", "out.jsonl", code=1)
     assert read_jsonl(Path("out.jsonl")) == [GOOD, deep_tool, chat_row("bye", "hi, how can I help?")]
-    got = [(r["index"], r["line"] if container == "jsonl" else 1, r["errors"][0]["code"], r["errors"][0]["message"]) for r in rejects()]
-    assert [(i, line, c) for i, line, c, _ in got] == [(1, 1 if container == "json" else 2, "invalid-json"), (2, 1 if container == "json" else 3, "invalid-json"), (3, 1 if container == "json" else 4, "schema")]
+    got = [
+        (r["index"], r["line"] if container == "jsonl" else 1, r["errors"][0]["code"], r["errors"][0]["message"])
+        for r in rejects()
+    ]
+    assert [(i, line, c) for i, line, c, _ in got] == [
+        (1, 1 if container == "json" else 2, "invalid-json"),
+        (2, 1 if container == "json" else 3, "invalid-json"),
+        (3, 1 if container == "json" else 4, "schema"),
+    ]
     assert "depth limit exceeded" in got[0][3] and "depth limit exceeded" in got[1][3]
     assert len(findings(result.stderr)) == 4  # the schema row has two findings
 
@@ -271,7 +306,11 @@ def test_jsonl_whose_first_line_is_an_array_loses_no_row_silently() -> None:
     assert "the file goes on after the JSON array it starts with (line 2)" in findings(result.stderr)[0]
 
 
-@pytest.mark.parametrize("data", [f"[{GOOD_LINE}]\n[{GOOD_LINE}]", f"[]\n{GOOD_LINE}", f"[{GOOD_LINE}] trailing"], ids=["two-arrays", "empty-array-then-rows", "trailing-text"])
+@pytest.mark.parametrize(
+    "data",
+    [f"[{GOOD_LINE}]\n[{GOOD_LINE}]", f"[]\n{GOOD_LINE}", f"[{GOOD_LINE}] trailing"],
+    ids=["two-arrays", "empty-array-then-rows", "trailing-text"],
+)
 def test_data_after_the_closing_bracket_is_reported(data: str) -> None:
     write("in.json", data)
     run("convert", "in.json", "-o", "out.jsonl", code=1)
@@ -281,16 +320,27 @@ def test_data_after_the_closing_bracket_is_reported(data: str) -> None:
 @pytest.mark.parametrize("container", ["jsonl", "json"])
 def test_huge_integers(container: str) -> None:
     exact = 123456789012345678901234567890
-    weather = tool(properties={"location": {"type": "string"}, "n": {"type": "integer", "maximum": exact}}, required=["location"])
+    weather = tool(
+        properties={"location": {"type": "string"}, "n": {"type": "integer", "maximum": exact}}, required=["location"]
+    )
     kept = tool_row(weather)
     absurd = json.dumps(chat_row("hi", "hello")).replace('"hi"', '"hi", "n": ' + "9" * 5000)
     values = [json.dumps(kept), absurd]
     write(f"in.{container}", "[" + ",\n".join(values) + "]" if container == "json" else "\n".join(values))
     run("convert", f"in.{container}", "-o", "out.jsonl", code=1)
     assert str(exact) in Path("out.jsonl").read_text(encoding="utf-8")  # exact, not 1.2345678901234568e+29
-    assert read_jsonl(Path("out.jsonl"))[0]["messages"][0]["tools"][0]["function"]["parameters"]["properties"]["n"]["maximum"] == exact
+    assert (
+        read_jsonl(Path("out.jsonl"))[0]["messages"][0]["tools"][0]["function"]["parameters"]["properties"]["n"][
+            "maximum"
+        ]
+        == exact
+    )
     [record] = rejects()
-    assert record["index"] == 1 and record["errors"][0]["code"] == "invalid-json" and "5000 digits" in record["errors"][0]["message"]
+    assert (
+        record["index"] == 1
+        and record["errors"][0]["code"] == "invalid-json"
+        and "5000 digits" in record["errors"][0]["message"]
+    )
 
 
 def test_huge_integers_inside_json_text_stay_exact() -> None:
@@ -300,7 +350,11 @@ def test_huge_integers_inside_json_text_stay_exact() -> None:
     from glmdata.convert import convert_row
 
     exact, big = 987654321098765432109876543, 123456789012345678901234
-    schema = {"type": "object", "properties": {"id": {"type": "integer", "maximum": exact, "enum": [big]}}, "required": ["id"]}
+    schema = {
+        "type": "object",
+        "properties": {"id": {"type": "integer", "maximum": exact, "enum": [big]}},
+        "required": ["id"],
+    }
     tools = json.dumps([{"name": "f", "description": "d", "parameters": schema}])
     glaive = {
         "conversations": [
@@ -314,7 +368,11 @@ def test_huge_integers_inside_json_text_stay_exact() -> None:
     openai = {
         "messages": [
             {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": json.dumps({"id": big})}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": json.dumps({"id": big})}}],
+            },
             {"role": "tool", "content": "{}"},
             {"role": "assistant", "content": "ok"},
         ],
@@ -331,7 +389,10 @@ def test_huge_integers_inside_json_text_stay_exact() -> None:
 @pytest.mark.parametrize("container", ["jsonl", "json"])
 def test_duplicate_keys_the_last_one_wins(container: str) -> None:
     """As in Python's json, orjson, ``datasets`` and pandas: the row is read as every consumer reads it."""
-    row = '{"messages": [{"role": "user", "content": "first"}], "messages": [{"role": "user", "content": "a", "content": "b"}, {"role": "assistant", "content": "c"}]}'
+    row = (
+        '{"messages": [{"role": "user", "content": "first"}], '
+        '"messages": [{"role": "user", "content": "a", "content": "b"}, {"role": "assistant", "content": "c"}]}'
+    )
     write(f"in.{container}", f"[{row}]" if container == "json" else row)
     run("convert", f"in.{container}", "-o", "out.jsonl", code=0)
     assert read_jsonl(Path("out.jsonl")) == [chat_row("b", "c")]
@@ -346,7 +407,8 @@ def test_a_single_100_mb_line(tmp_path: Path) -> None:
         out.write(b'"}, {"role": "assistant", "content": "ok"}]}\n')
     code = (
         "import resource, subprocess, sys; "
-        f"done = subprocess.run([{str(SCRIPT)!r}, 'convert', 'big.jsonl', '-o', 'out.jsonl'], capture_output=True, text=True); "
+        f"done = subprocess.run([{str(SCRIPT)!r}, 'convert', 'big.jsonl', '-o', 'out.jsonl'], "
+        "capture_output=True, text=True); "
         "sys.stderr.write(done.stderr); "
         "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
@@ -355,7 +417,9 @@ def test_a_single_100_mb_line(tmp_path: Path) -> None:
     assert returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "oversized-content" in done.stderr
     assert peak_kib < 1024 * 1024, f"peak memory {peak_kib // 1024} MiB for a 100 MiB line"
-    assert Path("out.jsonl").stat().st_size == size + len('{"messages":[{"role":"user","content":""},{"role":"assistant","content":"ok"}]}\n')
+    assert Path("out.jsonl").stat().st_size == size + len(
+        '{"messages":[{"role":"user","content":""},{"role":"assistant","content":"ok"}]}\n'
+    )
     assert files() == {"big.jsonl", "out.jsonl"}
 
 
@@ -370,13 +434,17 @@ def test_gzip_that_ends_early(container: str) -> None:
     write(f"in.{container}.gz", packed[: len(packed) // 2])
     result = run("convert", f"in.{container}.gz", "-o", "out.jsonl", code=1)
     out = read_jsonl(Path("out.jsonl"))
-    assert 0 < len(out) < 400 and out == [json.loads(json.dumps(r)) for r in rows[: len(out)]]  # the rows before the cut, in order
+    assert 0 < len(out) < 400 and out == [
+        json.loads(json.dumps(r)) for r in rows[: len(out)]
+    ]  # the rows before the cut, in order
     [record] = rejects()
     assert record["index"] == len(out) and record["errors"][0]["code"] == "truncated-input"
     assert f"in.{container}.gz" in findings(result.stderr)[0] and "cut short" in findings(result.stderr)[0]
 
 
-@pytest.mark.parametrize("data", [b"\x1f\x8b", gzip.compress(GOOD_LINE.encode())[:12]], ids=["magic-only", "header-only"])
+@pytest.mark.parametrize(
+    "data", [b"\x1f\x8b", gzip.compress(GOOD_LINE.encode())[:12]], ids=["magic-only", "header-only"]
+)
 def test_gzip_with_nothing_inside(data: bytes) -> None:
     write("in.jsonl.gz", data)
     run("convert", "in.jsonl.gz", "-o", "out.jsonl", code=1)
@@ -432,7 +500,14 @@ def test_an_output_that_is_the_input_is_refused(args: list[str]) -> None:
     assert Path("in.jsonl").read_bytes() == data and files() == {"in.jsonl", "sub", "link.jsonl", "hard.jsonl"}
 
 
-@pytest.mark.parametrize("args", [["-o", "x.jsonl", "--rejects", "x.jsonl"], ["-o", "x.jsonl", "--report", "x.jsonl"], ["-o", "-", "--rejects", "r.json", "--report", "r.json"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-o", "x.jsonl", "--rejects", "x.jsonl"],
+        ["-o", "x.jsonl", "--report", "x.jsonl"],
+        ["-o", "-", "--rejects", "r.json", "--report", "r.json"],
+    ],
+)
 def test_two_outputs_on_one_path_are_refused(args: list[str]) -> None:
     write("in.jsonl", GOOD_LINE + "\n")
     result = run("convert", "in.jsonl", *args, code=2)
@@ -443,7 +518,9 @@ def test_two_outputs_on_one_path_are_refused(args: list[str]) -> None:
 def test_split_outputs_on_the_input_are_refused() -> None:
     write("in.jsonl", GOOD_LINE + "\n")
     assert "is the input file" in error_line(run("split", "in.jsonl", "--train", "in.jsonl", code=2))
-    assert "two outputs" in error_line(run("split", "in.jsonl", "--train", "a.jsonl", "--eval-output", "a.jsonl", code=2))
+    assert "two outputs" in error_line(
+        run("split", "in.jsonl", "--train", "a.jsonl", "--eval-output", "a.jsonl", code=2)
+    )
     assert files() == {"in.jsonl"}
 
 
@@ -497,7 +574,10 @@ def test_rejects_file_only_when_rows_are_rejected_and_a_stale_one_is_removed() -
     write("in.jsonl", GOOD_LINE + "\n")  # fixed: the old rejects no longer describe the output
     result = run("convert", "in.jsonl", "-o", "out.jsonl", code=0)
     assert files() == {"in.jsonl", "out.jsonl"}
-    assert result.stderr.splitlines()[-1] == "wrote 1 rows to out.jsonl (no rejected rows; removed the stale out.rejects.jsonl)"
+    assert (
+        result.stderr.splitlines()[-1]
+        == "wrote 1 rows to out.jsonl (no rejected rows; removed the stale out.rejects.jsonl)"
+    )
 
 
 def test_a_rejects_path_given_is_always_written() -> None:
@@ -511,7 +591,11 @@ def test_stdout_output_writes_no_rejects_file_unless_asked() -> None:
     write("in.jsonl", GOOD_LINE + "\n{broken\n")
     result = run("convert", "in.jsonl", "-o", "-", code=1)
     assert result.stdout == GOOD_OUT and files() == {"in.jsonl"}
-    assert result.stderr.splitlines()[-1] == "wrote 1 rows to stdout; 1 rejected rows were not saved (the data went to stdout): pass --rejects FILE to keep them"
+    assert (
+        result.stderr.splitlines()[-1]
+        == "wrote 1 rows to stdout; 1 rejected rows were not saved (the data went to stdout): "
+        "pass --rejects FILE to keep them"
+    )
     run("convert", "in.jsonl", "-o", "-", "--rejects", "bad.jsonl", code=1)
     assert [r["raw"] for r in rejects("bad.jsonl")] == ["{broken"]
 
@@ -520,23 +604,29 @@ def test_stdout_output_writes_no_rejects_file_unless_asked() -> None:
 
 
 def test_markup_in_data_and_file_names_is_printed_literally() -> None:
-    """rich markup in a message ([/], [bold], [gMASK]) neither crashes the CLI nor vanishes."""
+    """rich markup in a message ([/], [bold], [gMASK]) neither crashes the CLI nor vanishes; an emoji
+    code (:smile:) stays text."""
     rows = [
         chat_row("[gMASK]hi", "yo"),
         {"messages": [{"role": "[/]", "content": "x"}, {"role": "assistant", "content": "y"}]},
         {"messages": [{"role": "user", "content": "[/bold] [red]"}, {"role": "assistant", "content": 1}]},
     ]
-    name = "in[red][gMASK][bold].jsonl"
+    name = "in[red][gMASK][bold]:smile:.jsonl"  # rich markup and an emoji code: both text
     write(name, "\n".join(json.dumps(r) for r in rows))
     result = run("convert", name, "-o", "out.jsonl", code=1)
     lines = findings(result.stderr)
-    assert lines[0] == f"{name}:1 row 0 messages[0].content: contains the special token [gMASK] at char 0 (special-token; fix: remove GLM-4 special tokens from the text; they would inject fake turns)"
+    assert (
+        lines[0] == f"{name}:1 row 0 messages[0].content: contains the special token [gMASK] at char 0 "
+        "(special-token; fix: remove GLM-4 special tokens from the text; they would inject fake turns)"
+    )
     assert lines[1].startswith(f"{name}:2 row 1 messages[0].role: unknown role '[/]'")
     assert f"{name}: 3 rows in = 0 out + 3 rejected" in result.stderr
     assert error_line(run("convert", "no[red]file.json", code=2)) == "error: no[red]file.json: no such file"
 
 
-@pytest.mark.parametrize("command", [["convert", "-o", "out.jsonl"], ["validate"], ["render"], ["render", "--all"], ["stats"], ["split"]])
+@pytest.mark.parametrize(
+    "command", [["convert", "-o", "out.jsonl"], ["validate"], ["render"], ["render", "--all"], ["stats"], ["split"]]
+)
 def test_markup_in_a_directory_name_and_a_tool_name(command: list[str]) -> None:
     """A path such as ``d[/x]/in.jsonl`` (directories ``d[`` and ``x]``) and a tool called ``[/x]``
     are rich closing tags that close nothing: printed as text by every command."""
@@ -554,9 +644,24 @@ def test_markup_in_a_directory_name_and_a_tool_name(command: list[str]) -> None:
 
 def test_console_script_never_shows_a_traceback_for_hostile_input(tmp_path: Path) -> None:
     """The real entry point, on a file that has a bit of everything."""
-    data = b"\n".join([b"\xef\xbb\xbf" + GOOD_LINE.encode(), b"{broken", b"\xff\xfe", b"[1, 2]", b'{"role": "[/]"}', b"\x00", b"9" * 5000]) + b"\r\n"
+    data = (
+        b"\n".join(
+            [
+                b"\xef\xbb\xbf" + GOOD_LINE.encode(),
+                b"{broken",
+                b"\xff\xfe",
+                b"[1, 2]",
+                b'{"role": "[/]"}',
+                b"\x00",
+                b"9" * 5000,
+            ]
+        )
+        + b"\r\n"
+    )
     write("in[bold].jsonl", data)
-    done = subprocess.run([str(SCRIPT), "convert", "in[bold].jsonl", "-o", "out.jsonl"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(SCRIPT), "convert", "in[bold].jsonl", "-o", "out.jsonl"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert len(findings(done.stderr)) == 6 and read_jsonl(Path("out.jsonl")) == [GOOD]
     assert [r["index"] for r in rejects()] == [1, 2, 3, 4, 5, 6]
@@ -565,7 +670,9 @@ def test_console_script_never_shows_a_traceback_for_hostile_input(tmp_path: Path
 def test_broken_pipe_stops_quietly() -> None:
     """``glmdata convert BIG -o - | head``: no error, no traceback when the reader goes away."""
     write("in.jsonl", (GOOD_LINE + "\n") * 50_000)
-    proc = subprocess.Popen([str(SCRIPT), "convert", "in.jsonl", "-o", "-", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(SCRIPT), "convert", "in.jsonl", "-o", "-", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.read(100)
     proc.stdout.close()
     stderr = proc.stderr.read()
@@ -593,6 +700,13 @@ def test_a_circular_structure_given_to_convert_row_is_reported_not_raised() -> N
     arguments: dict = {"a": 1}
     arguments["self"] = arguments
     call = {"type": "function", "function": {"name": "f", "arguments": arguments}}
-    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "content": "{}"}, {"role": "assistant", "content": "ok"}]}
+    row = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": "{}"},
+            {"role": "assistant", "content": "ok"},
+        ]
+    }
     result = convert_row(row)
     assert result.rejected and [i.code for i in result.issues] == ["schema"]

@@ -42,10 +42,18 @@ def files(directory: Path) -> list[str]:
 def big_input(tmp_path_factory) -> Path:
     """A JSONL file of 300,000 distinct rows (~50 MB), one in 5,000 broken."""
     path = tmp_path_factory.mktemp("big") / "big.jsonl"
-    good = json.dumps(chat_row("what is the weather like today in city number {}?", "sunny and warm, about 25 degrees")) + "\n"
+    good = (
+        json.dumps(chat_row("what is the weather like today in city number {}?", "sunny and warm, about 25 degrees"))
+        + "\n"
+    )
     with open(path, "w", encoding="utf-8") as out:
         for start in range(0, ROWS, 10_000):
-            out.write("".join('{"messages": [' + "\n" if i % BAD_EVERY == 1 else good.replace("{}", str(i)) for i in range(start, start + 10_000)))
+            out.write(
+                "".join(
+                    '{"messages": [' + "\n" if i % BAD_EVERY == 1 else good.replace("{}", str(i))
+                    for i in range(start, start + 10_000)
+                )
+            )
     return path
 
 
@@ -72,7 +80,8 @@ def wait_for_rows_written(directory: Path, proc: subprocess.Popen, timeout: floa
             break
         time.sleep(0.01)
     proc.kill()
-    raise AssertionError(f"no rows were being written (exit {proc.returncode}): {proc.communicate()[1].decode()[-2000:]}")
+    stderr = proc.communicate()[1] or b""  # None when the test sent it to DEVNULL
+    raise AssertionError(f"no rows were being written (exit {proc.returncode}): {stderr.decode()[-2000:]}")
 
 
 def assert_stopped_cleanly(proc: subprocess.Popen, sig: int, directory: Path, before: dict[str, bytes]) -> None:
@@ -82,11 +91,16 @@ def assert_stopped_cleanly(proc: subprocess.Popen, sig: int, directory: Path, be
     assert "Traceback" not in text, text
     lines = [line for line in text.splitlines() if line.strip()]
     assert lines[-1] == f"interrupted ({signal.Signals(sig).name}): no output file was written", lines
-    assert {name: (directory / name).read_bytes() for name in files(directory)} == before  # nothing new, nothing changed
+    assert {
+        name: (directory / name).read_bytes() for name in files(directory)
+    } == before  # nothing new, nothing changed
 
 
 def workers_supported() -> bool:
-    return "--workers" in subprocess.run([str(SCRIPT), "convert", "--help"], capture_output=True, text=True, timeout=60).stdout
+    return (
+        "--workers"
+        in subprocess.run([str(SCRIPT), "convert", "--help"], capture_output=True, text=True, timeout=60).stdout
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,8 +113,12 @@ def test_signal_in_the_middle_of_a_large_file(tmp_path: Path, big_input: Path, s
         pytest.skip("this glmdata has no --workers")
     (tmp_path / "out.jsonl").write_bytes(b"an earlier run's output\n")
     before = {"out.jsonl": b"an earlier run's output\n"}
-    args = [str(SCRIPT), "convert", str(big_input), "-o", "out.jsonl"] + (["--workers", str(workers)] if workers > 1 else [])
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_signals)
+    args = [str(SCRIPT), "convert", str(big_input), "-o", "out.jsonl"] + (
+        ["--workers", str(workers)] if workers > 1 else []
+    )
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_signals
+    )
     wait_for_rows_written(tmp_path, proc)
     assert proc.poll() is None, "the conversion finished before the signal: make the input larger"
     proc.send_signal(sig)
@@ -110,8 +128,9 @@ def test_signal_in_the_middle_of_a_large_file(tmp_path: Path, big_input: Path, s
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_signal_while_reading_stdin(tmp_path: Path, sig: int) -> None:
     """Deterministic: the process is provably mid-run, blocked on the rest of its input."""
-    proc = subprocess.Popen([str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--rejects", "bad.jsonl"], cwd=tmp_path, preexec_fn=default_signals,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    args = [str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--rejects", "bad.jsonl"]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(args, cwd=tmp_path, preexec_fn=default_signals, **pipes)
     row = json.dumps(chat_row("a question", "an answer")).encode() + b"\n"
     proc.stdin.write(b"not json\n" + row * 5_000)  # more than the writers buffer: rows reach the temporary file
     proc.stdin.flush()
@@ -148,8 +167,9 @@ def test_workers_die_with_a_killed_main_process(tmp_path: Path) -> None:
     if not workers_supported():
         pytest.skip("this glmdata has no --workers")
     # --workers 3: this process and two forked ones
-    proc = subprocess.Popen([str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--workers", "3"], cwd=tmp_path, preexec_fn=default_signals,
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    args = [str(SCRIPT), "convert", "-", "-o", "out.jsonl", "--workers", "3"]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen(args, cwd=tmp_path, preexec_fn=default_signals, **pipes)
     proc.stdin.write((json.dumps(chat_row("a question", "an answer")) + "\n").encode() * 5_000)
     proc.stdin.flush()  # then nothing more: the workers wait on an empty queue
     wait_for_rows_written(tmp_path, proc)
@@ -169,8 +189,9 @@ def test_sighup_stays_ignored_under_nohup(tmp_path: Path) -> None:
     """A signal the caller ignores (``nohup`` ignores SIGHUP) is not turned back on."""
     code = (
         "import signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
-        "from glmdata.cli import _install_signal_handlers; _install_signal_handlers(); "
-        "print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)"
+        "from glmdata.cli.common import install_signal_handlers; install_signal_handlers(); "
+        "print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, "
+        "signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["True", "True"], done.stderr
@@ -200,7 +221,13 @@ def rows_file(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     data.mkdir()
     path = data / "in.jsonl"
-    path.write_text("".join(("not json" if i % 20 == 0 else json.dumps(chat_row(f"question {i}", "answer"))) + "\n" for i in range(2_000)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            ("not json" if i % 20 == 0 else json.dumps(chat_row(f"question {i}", "answer"))) + "\n"
+            for i in range(2_000)
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -225,7 +252,10 @@ def test_disk_full_while_writing(tmp_path: Path, rows_file: Path, monkeypatch, r
     (tmp_path / "out.jsonl").write_bytes(b"old\n")
     result = convert_in(tmp_path, monkeypatch, "convert", rows_file, "-o", "out.jsonl")
     assert result.exit_code == 2, result.output
-    assert result.stderr.strip() == f"error: {which}: No space left on device; free some space or write elsewhere (no output file was written)"
+    assert (
+        result.stderr.strip()
+        == f"error: {which}: No space left on device; free some space or write elsewhere (no output file was written)"
+    )
     assert files(tmp_path) == ["data", "out.jsonl"] and (tmp_path / "out.jsonl").read_bytes() == b"old\n"
 
 
@@ -303,11 +333,13 @@ def test_glmtrain_killed_mid_run_resumes_to_the_same_result(tmp_path: Path, glmt
     data = write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS)
     common = [
         "run", data, "--model", "tiny-random", "--eval-split", "0", "--max-steps", "4", "--save-steps", "2",
-        "--logging-steps", "1", "--tracker", "none", "--no-gradient-checkpointing", "--json", "--set", "sft.disable_tqdm=true",
+        "--logging-steps", "1", "--tracker", "none", "--no-gradient-checkpointing", "--json",
+        "--set", "sft.disable_tqdm=true",
     ]  # fmt: skip
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "glmtrain", *map(str, common), "-o", str(killed)], cwd=tmp_path,
-                            env={**os.environ, **glmtrain_env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    args = [sys.executable, "-m", "glmtrain", *map(str, common), "-o", str(killed)]
+    env = {**os.environ, **glmtrain_env}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         whole = glmtrain_cli(*common, "-o", tmp_path / "whole")
         assert whole.exit_code == 0, whole.stderr[-3000:]

@@ -1,30 +1,38 @@
-"""glmdata.masks: token labels = the official GLM-4 finetune demo's, spans covered exactly."""
+"""glmdata.masks: token labels = the official GLM-4 finetune demo's, spans covered exactly, ids and
+labels those of encoding the whole text."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from functools import lru_cache
-from pathlib import Path
+from itertools import accumulate
+from unittest import mock
 
 import pytest
+from conftest import DATA, SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny_tokenizer import GLM4_PAT_STR, OFFICIAL_TEMPLATE, build_tiny_tokenizer, conversations
+from tiny_tokenizer import GLM4_PAT_STR, OFFICIAL_TEMPLATE, build_tiny_tokenizer, conversations, write_tiktoken_dir
 
 from glmdata.masks import (
     IGNORE_INDEX,
     MaskError,
     TruncationReport,
+    encode_batch,
     encode_rendered,
+    token_spans,
     tokenize,
     tokenize_batch,
     truncation_report,
 )
 from glmdata.render import GENERATION_TEMPLATE, NothingToTrain, Rendered, load_template, render_spans
+from glmdata.tokenizer import load_tokenizer, tiktoken_encoding
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 GLM4_DIR = SHARED / "tokenizer" / "glm-4-9b-chat"
 SHARED_DATA_FILES = sorted((SHARED / "data").rglob("*.json")) if (SHARED / "data").is_dir() else []
+SAMPLE_FILES = sorted(p for p in DATA.iterdir() if p.suffix in (".json", ".jsonl"))
 needs_glm4 = pytest.mark.skipif(not GLM4_DIR.is_dir(), reason="../shared/tokenizer/glm-4-9b-chat not present")
 hypothesis_settings = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -39,8 +47,6 @@ def tiny():
 
 @lru_cache(maxsize=1)
 def glm4():
-    from glmdata.tokenizer import load_tokenizer
-
     return load_tokenizer(GLM4_DIR)
 
 
@@ -328,13 +334,225 @@ def test_tokenizer_without_glm4_special_tokens_is_refused():
         tokenize(EXAMPLE, plain)
 
 
-def test_token_crossing_a_span_edge_is_refused():
+def test_span_edge_off_a_special_token_is_refused():
     rendered = render_spans(EXAMPLE)
     # A span edge in the middle of the [gMASK] token.
-    with pytest.raises(MaskError, match="crosses the edge"):
+    with pytest.raises(MaskError, match="character 3 .*not the edge of a special token"):
         encode_rendered(Rendered(rendered.text, [(3, 20)]), tiny())
-    with pytest.raises(MaskError, match="crosses the edge"):
+    with pytest.raises(MaskError, match="not the edge of a special token"):
         encode_rendered(Rendered(rendered.text, [(0, 3)]), tiny())
+    # A role that is not a GLM-4 tag renders as plain text: a turn cannot end on it.
+    users = [{"role": "users", "content": "hi", "loss": True}, {"role": "assistant", "content": "ok"}]
+    with pytest.raises(MaskError, match=r"^row 1 of the batch: .*not the edge of a special token"):
+        tokenize_batch({"messages": [EXAMPLE, users]}, tiny())
+
+
+def test_slow_tokenizer_is_refused():
+    from transformers import ByT5Tokenizer
+
+    with pytest.raises(MaskError, match="ByT5Tokenizer is not a fast tokenizer"):
+        tokenize(EXAMPLE, ByT5Tokenizer())
+
+
+def test_tokenizer_splitting_special_tokens_is_refused():
+    tokenizer = build_tiny_tokenizer()
+    tokenize(EXAMPLE, tokenizer)
+    tokenizer.split_special_tokens = True  # set after a first use: noticed all the same
+    with pytest.raises(MaskError, match="split_special_tokens"):
+        tokenize(EXAMPLE, tokenizer)
+
+
+def test_added_token_that_strips_spaces_is_refused():
+    from tokenizers import AddedToken
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_tokens([AddedToken("<|extra|>", lstrip=True, normalized=False, special=True)], special_tokens=True)
+    with pytest.raises(MaskError, match=re.escape("<|extra|> take the spaces")):
+        tokenize(EXAMPLE, tokenizer)
+
+
+def test_tokenizer_that_encodes_pieces_differently_alone_is_refused():
+    """A SentencePiece-style tokenizer puts "▁" before the first word of a text: the text after a tag
+    encoded alone would get one that the whole text does not have."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "▁": 1} | {chr(i): i for i in range(32, 127)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in GLM4_TAGS])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    text = "<|user|>hi"
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] != (
+        tokenizer("<|user|>", add_special_tokens=False)["input_ids"]
+        + tokenizer("hi", add_special_tokens=False)["input_ids"]
+    )
+    with pytest.raises(MaskError, match="differently when it stands alone"):
+        tokenize(EXAMPLE, tokenizer)
+
+
+GLM4_TAGS = ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
+
+
+def test_padding_and_truncation_left_by_an_earlier_call_do_not_apply():
+    tokenizer = build_tiny_tokenizer()
+    tokenizer(["a", "abc"], padding=True)
+    tokenizer("abcdef", truncation=True, max_length=2)
+    assert tokenizer.backend_tokenizer.truncation is not None  # left set by the tokenizer's own call
+    assert tokenize(EXAMPLE, tokenizer)["input_ids"] == EXAMPLE_IDS
+    tokenizer(["a", "abc"], padding=True)
+    assert tokenize(EXAMPLE, tokenizer)["input_ids"] == EXAMPLE_IDS
+
+
+# --- the same ids and labels as encoding the whole text -----------------------------------------
+#
+# Masks encode the text between special tokens piece by piece. The reference below is how they were
+# computed before, written plainly: the whole text encoded at once, each token labelled by its
+# offsets. On every row of every data set, and with each kind of tokenizer, both give the same.
+
+
+def whole_text_reference(tokenizer, rendered: Rendered) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` from the whole text: tiktoken's ``encode(text, allowed_special="all")``
+    with byte offsets summed from the tokens' bytes, else the tokenizer's own call with offsets. A
+    token is trained when it lies inside a trained span; one that crosses a span edge raises."""
+    text, spans = rendered.text, rendered.spans
+    encoding = tiktoken_encoding(tokenizer)
+    if encoding is not None:
+        ids = encoding.encode(text, allowed_special="all")
+        ends = list(accumulate(len(encoding.decode_single_token_bytes(t)) for t in ids))
+        offsets = list(zip([0, *ends[:-1]], ends))
+        spans = [(len(text[:a].encode()), len(text[:b].encode())) for a, b in spans]
+    else:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    labels = []
+    for token, (start, end) in zip(ids, offsets):
+        if any(start < edge < end for span in spans for edge in span):
+            raise MaskError(f"the token at {start}..{end} crosses a span edge")
+        labels.append(token if any(a <= start and end <= b for a, b in spans) else X)
+    return ids, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_tiktoken(tmp_path_factory):
+    """The tiny tiktoken vocabulary (tiny_tokenizer.write_tiktoken_dir), loaded as glm-4-9b-chat's
+    files are: encoded with tiktoken."""
+    directory = tmp_path_factory.mktemp("tiny-tiktoken")
+    with mock.patch.dict(os.environ, {"GLMDATA_CACHE_DIR": str(directory / "cache")}):
+        tokenizer = load_tokenizer(write_tiktoken_dir(directory / "tokenizer"))
+    assert tiktoken_encoding(tokenizer) is not None
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def glm4_tiktoken():
+    """glm-4-9b-chat's own files, encoded with tiktoken."""
+    if not GLM4_DIR.is_dir():
+        pytest.skip("../shared/tokenizer/glm-4-9b-chat not present")
+    assert tiktoken_encoding(glm4()) is not None
+    return glm4()
+
+
+@pytest.fixture(scope="session")
+def glm4_json(tmp_path_factory, glm4_tiktoken):
+    """The same vocabulary as a tokenizer.json (saved and loaded back): encoded by its tokenizers backend."""
+    directory = tmp_path_factory.mktemp("glm4-json")
+    glm4_tiktoken.save_pretrained(str(directory))
+    tokenizer = load_tokenizer(directory)
+    assert (directory / "tokenizer.json").is_file() and tiktoken_encoding(tokenizer) is None
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_json():
+    return tiny()
+
+
+def rendered_rows(paths, train_on: str) -> list[Rendered]:
+    from glmdata.convert import convert_file
+
+    out = []
+    for path in paths:
+        for result in convert_file(path):
+            if result.row is not None:
+                try:
+                    out.append(render_spans(result.row["messages"], train_on=train_on))
+                except NothingToTrain:
+                    pass
+    return out
+
+
+@pytest.fixture(scope="session")
+def every_row() -> dict[str, list[Rendered]]:
+    """Every row of every data set (data/, and ../shared/data when present), rendered for training."""
+    rows = {train_on: rendered_rows(SAMPLE_FILES, train_on) for train_on in ("assistant", "last", "all")}
+    rows["shared"] = rendered_rows(SHARED_DATA_FILES, "assistant")
+    return rows
+
+
+def assert_same_as_whole_text(tokenizer, rendered: list[Rendered]) -> None:
+    out = encode_batch(rendered, tokenizer)
+    differing = []
+    for index, (row, r) in enumerate(zip(out, rendered)):
+        if (row["input_ids"], row["labels"]) != whole_text_reference(tokenizer, r):
+            differing.append(index)
+        assert row["assistant_masks"] == [int(label != X) for label in row["labels"]]
+    assert not differing, f"{len(differing)} of {len(rendered)} rows differ, first: {differing[:5]}"
+
+
+@pytest.mark.parametrize("kind", ["tiny_json", "tiny_tiktoken", "glm4_tiktoken", "glm4_json"])
+@pytest.mark.parametrize("train_on", ["assistant", "last", "all"])
+def test_same_as_whole_text_on_every_sample_row(kind, train_on, every_row, request):
+    assert len(every_row[train_on]) > 100
+    assert_same_as_whole_text(request.getfixturevalue(kind), every_row[train_on])
+
+
+@pytest.mark.skipif(not SHARED_DATA_FILES, reason="../shared/data not present")
+@pytest.mark.parametrize("kind", ["glm4_tiktoken", "glm4_json"])
+def test_same_as_whole_text_on_every_shared_row(kind, every_row, request):
+    assert len(every_row["shared"]) > 3000
+    assert_same_as_whole_text(request.getfixturevalue(kind), every_row["shared"])
+
+
+def outcome(fn):
+    try:
+        return fn()
+    except (MaskError, NothingToTrain) as e:
+        return type(e).__name__
+
+
+@pytest.mark.parametrize("kind", ["tiny_json", "tiny_tiktoken", "glm4_tiktoken", "glm4_json"])
+def test_same_as_whole_text_on_any_conversation(kind, request):
+    """Also with roles that are not GLM-4 tags (span edges inside plain text): there masks refuse
+    the row, and encoding the whole text labels it only where no token happens to cross an edge."""
+    tokenizer = request.getfixturevalue(kind)
+
+    @given(conversations(), st.sampled_from(["assistant", "last", "all"]), st.sampled_from([None, "users", "tool"]))
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def check(messages, train_on, odd_role):
+        if odd_role:
+            messages = [{**m, "role": odd_role} if m["role"] == "user" else m for m in messages]
+        try:
+            rendered = render_spans(messages, train_on=train_on)
+        except NothingToTrain:
+            return
+        ours = outcome(lambda: encode_rendered(rendered, tokenizer))
+        reference = outcome(lambda: whole_text_reference(tokenizer, rendered))
+        if ours == "MaskError":
+            assert odd_role and train_on != "all"
+        else:
+            assert (ours["input_ids"], ours["labels"]) == reference
+
+    check()
+
+
+def test_a_piece_repeated_in_a_batch_encodes_as_alone():
+    tools = [{"type": "function", "function": {"name": "f", "description": "长" * 300}}]
+    rows = [[{"role": "system", "content": "", "tools": tools}, *EXAMPLE], EXAMPLE, [*EXAMPLE, *EXAMPLE]]
+    rendered = [render_spans(m) for m in rows * 2]
+    batch = encode_batch(rendered, tiny(), max_length=50)
+    assert batch == [encode_rendered(r, tiny(), max_length=50) for r in rendered]
+    assert token_spans(rendered, tiny()) == [token_spans([r], tiny())[0] for r in rendered]
 
 
 # --- the real GLM-4 vocabulary (skipped without ../shared) -------------------------------------
@@ -421,81 +639,27 @@ def test_glm4_generation_template_masks_on_shared_tool_rows():
 # --- the tiktoken path: glm-4-9b-chat's tokenizer encoded with tiktoken itself ---------------------
 
 
-def tokenizer_path(monkeypatch):
-    """Make masks encode through the tokenizer's own __call__, as for any other tokenizer."""
-    import glmdata.tokenizer
-
-    monkeypatch.setattr(glmdata.tokenizer, "tiktoken_encoding", lambda tokenizer: None)
-
-
-def outcome(fn):
-    try:
-        return fn()
-    except (MaskError, NothingToTrain) as e:
-        return type(e).__name__, str(e)
-
-
 @needs_glm4
 def test_glm4_tokenizer_is_encoded_with_tiktoken():
-    from glmdata.tokenizer import tiktoken_encoding
-
     assert tiktoken_encoding(glm4()) is not None
     assert tiktoken_encoding(tiny()) is None
 
 
 @needs_glm4
 def test_tiktoken_path_is_off_once_tokens_are_added():
-    from glmdata.tokenizer import load_tokenizer, tiktoken_encoding
-
     tokenizer = load_tokenizer(GLM4_DIR)
+    tokenize(EXAMPLE, tokenizer)
     tokenizer.add_tokens(["<|extra|>"], special_tokens=True)
     assert tiktoken_encoding(tokenizer) is None
     assert tokenize(EXAMPLE, tokenizer) == tokenize(EXAMPLE, glm4())
+    rendered = render_spans([{"role": "user", "content": "a<|extra|>b"}, {"role": "assistant", "content": "c"}])
+    ids = encode_rendered(rendered, tokenizer)["input_ids"]
+    assert ids == tokenizer(rendered.text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_tokens_to_ids("<|extra|>") in ids
 
 
-@needs_glm4
-@pytest.mark.skipif(not SHARED_DATA_FILES, reason="../shared/data not present")
-@pytest.mark.parametrize("train_on", ["assistant", "last", "all"])
-def test_tiktoken_path_equals_tokenizer_path_on_shared_rows(train_on, monkeypatch):
-    from glmdata.convert import convert_file
-    from glmdata.masks import token_spans
-
-    rows = [r.row["messages"] for r in convert_file(SHARED / "data" / "glaive_toolcall_zh_1k.json") if r.ok]
-    rendered = [render_spans(m, train_on=train_on) for m in rows[:200]]
-    fast = tokenize_batch({"messages": rows}, glm4(), train_on=train_on, max_length=512), token_spans(rendered, glm4())
-    tokenizer_path(monkeypatch)
-    assert fast == (tokenize_batch({"messages": rows}, glm4(), train_on=train_on, max_length=512), token_spans(rendered, glm4()))
-
-
-@needs_glm4
-@given(conversations(), st.sampled_from(["assistant", "last", "all"]), st.sampled_from([None, "users", "tool"]))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_tiktoken_path_equals_tokenizer_path(messages, train_on, odd_role):
-    from unittest import mock
-
-    import glmdata.tokenizer
-
-    if odd_role:  # a role that is not a GLM-4 tag: span edges inside plain text, where tokens may cross them
-        messages = [{**m, "role": odd_role} if m["role"] == "user" else m for m in messages]
-    fast = outcome(lambda: tokenize(messages, glm4(), train_on=train_on))
-    with mock.patch.object(glmdata.tokenizer, "tiktoken_encoding", lambda tokenizer: None):
-        assert outcome(lambda: tokenize(messages, glm4(), train_on=train_on)) == fast
-
-
-@needs_glm4
-def test_tiktoken_path_refuses_a_token_crossing_a_span_edge_like_the_tokenizer_path(monkeypatch):
-    messages = [{"role": "users", "content": "hi", "loss": True}, {"role": "assistant", "content": "ok"}]
-    with pytest.raises(MaskError, match="crosses the edge") as fast:
-        tokenize_batch({"messages": [EXAMPLE, messages]}, glm4())
-    tokenizer_path(monkeypatch)
-    with pytest.raises(MaskError) as slow:
-        tokenize_batch({"messages": [EXAMPLE, messages]}, glm4())
-    assert str(fast.value) == str(slow.value) and str(fast.value).startswith("row 1 of the batch: ")
-
-
-@needs_glm4
-def test_tiktoken_path_on_one_thread(monkeypatch):
-    rows = [EXAMPLE] * 100
-    threaded = tokenize_batch({"messages": rows}, glm4())
+def test_tiktoken_and_tokenizers_paths_on_one_thread(tiny_tiktoken, monkeypatch):
+    rows = [EXAMPLE, EXAMPLE[:2], [*EXAMPLE, {"role": "user", "content": "hello world " * 40}]] * 100
+    threaded = [tokenize_batch({"messages": rows}, t) for t in (tiny_tiktoken, tiny())]
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
-    assert tokenize_batch({"messages": rows}, glm4()) == threaded
+    assert [tokenize_batch({"messages": rows}, t) for t in (tiny_tiktoken, tiny())] == threaded

@@ -54,7 +54,11 @@ def test_setup_commands_come_first_and_ci_runs_the_test_command() -> None:
 
 
 def test_the_three_commands_are_shown_as_users_type_them() -> None:
-    for line in ("glmdata convert glaive.json -o messages.jsonl", "glmdata render --row 0", "glmtrain run messages.jsonl"):
+    for line in (
+        "glmdata convert glaive.json -o messages.jsonl",
+        "glmdata render --row 0",
+        "glmtrain run messages.jsonl",
+    ):
         assert line in README
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import subprocess
 import sys
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +20,7 @@ from glmdata.render import (
     DEFAULT_TEMPLATE,
     END_OF_CHAT,
     GENERATION_TEMPLATE,
+    TRAIN_ON,
     NothingToTrain,
     Rendered,
     Template,
@@ -30,10 +34,11 @@ from glmdata.render import (
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_DATA_FILES = sorted((SHARED / "data").rglob("*.json")) if (SHARED / "data").is_dir() else []
+DATA_FILES = sorted(p for p in (REPO / "data").iterdir() if p.suffix in (".json", ".jsonl"))
 GENERATION_TEXT = load_template(GENERATION_TEMPLATE).text
-# The official template through the Jinja path: a trailing comment renders nothing, but the
-# text no longer matches the fast renderer's skeleton.
-JINJA_ONLY = Template(OFFICIAL_TEMPLATE + "{# jinja path #}", "official, jinja path")
+# The official template with a loop over the messages before it: the same bytes, but render_spans
+# cannot read it in one render and renders each message alone (the plain way).
+PER_MESSAGE = Template("{% for m in messages %}{% endfor %}" + OFFICIAL_TEMPLATE, "official, per message")
 GOLDEN = json.loads((FIXTURES / "golden.json").read_text(encoding="utf-8"))
 
 hypothesis_settings = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,7 +84,7 @@ def merged(spans):
 
 
 def shared_rows(path: Path, call_style: str = "native") -> list[list[dict]]:
-    """Every converted row of a shared dataset file (rejected rows too, when they have a row)."""
+    """Every converted row of a dataset file (rejected rows too, when they have a row)."""
     from glmdata.convert import Options, convert_file
 
     return [r.row["messages"] for r in convert_file(path, Options(call_style=call_style)) if r.row is not None]
@@ -106,14 +111,6 @@ def test_v2_differs_from_v1_only_in_the_assistant_name():
     assert OFFICIAL_TEMPLATE.replace("名为 ChatGLM 的", "名为 GLM-4 的") == v2
 
 
-def test_fast_renderer_is_used_for_glm4_chat_templates_only():
-    assert load_template()._fast is not None
-    assert load_template(GENERATION_TEMPLATE)._fast is not None
-    assert load_template(FIXTURES / "glm-4-9b-chat.v2.jinja")._fast is not None
-    assert JINJA_ONLY._fast is None
-    assert load_template(FIXTURES / "glm-4-9b-0414.jinja")._fast is None
-
-
 # --- golden files and parity -------------------------------------------------------------------
 
 
@@ -122,7 +119,6 @@ def test_golden(case, hf):
     expected = (FIXTURES / "golden" / f"{case['name']}.txt").read_bytes().decode("utf-8")
     flag = case["add_generation_prompt"]
     assert render(case["messages"], add_generation_prompt=flag) == expected
-    assert render(case["messages"], add_generation_prompt=flag, template=JINJA_ONLY) == expected
     assert hf_render(hf, case["messages"], flag) == expected
 
 
@@ -132,7 +128,6 @@ def test_parity_with_apply_chat_template(messages, add_generation_prompt):
     tokenizer = tiny()
     expected = hf_render(tokenizer, messages, add_generation_prompt)
     assert render(messages, add_generation_prompt=add_generation_prompt) == expected
-    assert render(messages, add_generation_prompt=add_generation_prompt, template=JINJA_ONLY) == expected
     generation = load_template(GENERATION_TEMPLATE)
     assert render(messages, add_generation_prompt=add_generation_prompt, template=generation) == expected
     assert hf_render(tokenizer, messages, add_generation_prompt, chat_template=GENERATION_TEXT) == expected
@@ -175,22 +170,84 @@ any_json = st.recursive(
 )
 
 
-@given(any_json)
+def tojson_in_a_template(value, **options):
+    """What a template's ``tojson(**options)`` writes for ``value`` (nested in a list: a message key
+    whose value is None is dropped before rendering)."""
+    arguments = ", ".join(f"{name}={option!r}" for name, option in options.items())
+    template = Template(f"{{{{ messages[0]['v'][0] | tojson({arguments}) }}}}", "tojson")
+    return render([{"role": "user", "content": "", "v": [value]}], template=template)
+
+
+def assert_tojson_is_json_dumps(value, **options):
+    try:
+        expected = json.dumps(value, **{"ensure_ascii": False, **options})
+    except (TypeError, ValueError):
+        with pytest.raises(TemplateError):
+            tojson_in_a_template(value, **options)
+        return
+    assert tojson_in_a_template(value, **options) == expected
+
+
+TOJSON_OPTIONS = [
+    {},
+    {"indent": 4},
+    {"indent": 2, "sort_keys": True},
+    {"ensure_ascii": True},
+    {"separators": (",", ":")},
+]
+
+
+@given(any_json, st.sampled_from(TOJSON_OPTIONS))
 @hypothesis_settings
-def test_fast_tojson_is_json_dumps(value):
-    from glmdata.render import _tojson_indent4
+def test_tojson_is_json_dumps_cached_or_not(value, options):
+    for _ in range(2):  # the second time from the cache, when the value is cached
+        assert_tojson_is_json_dumps(value, **options)
 
-    assert _tojson_indent4(value) == json.dumps(value, ensure_ascii=False, indent=4)
+
+class Colour(enum.Enum):
+    RED = "x"
 
 
-def test_fast_tojson_deep_and_odd_values():
-    from glmdata.render import _tojson_indent4
+class Letter(str, enum.Enum):
+    X = "x"
 
-    deep = []
-    for _ in range(100):
-        deep = [deep, {"k": 1.5}]
-    for value in (deep, {"a": True, 1: None}, [float("inf"), float("-inf"), -0.0, 1e16, 2**80]):
-        assert _tojson_indent4(value) == json.dumps(value, ensure_ascii=False, indent=4)
+
+class Number(enum.IntEnum):
+    ONE = 1
+
+
+class Text(str):
+    pass
+
+
+# Values that orjson writes alike (null, "x", 1) or refuses, which json.dumps writes differently or refuses.
+LOOK_ALIKES = [
+    None, float("nan"), float("inf"), float("-inf"), 0, 0.0, -0.0, False, 1, 1.0, True, Number.ONE,
+    "x", Letter.X, Text("x"), Colour.RED, orjson.Fragment(b'"x"'), uuid.UUID(int=1), str(uuid.UUID(int=1)),
+    (1,), [1], {"1": 1}, {1: 1}, {"a": 1, "b": 2}, {"b": 2, "a": 1}, 2**63, 2**64, 2**80, 1e16,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("options", TOJSON_OPTIONS[:3])
+def test_tojson_cache_tells_look_alikes_apart(options):
+    for values in (LOOK_ALIKES, LOOK_ALIKES[::-1]):
+        for value in values * 2:
+            for wrapped in (value, [value], {"k": value}):
+                assert_tojson_is_json_dumps(wrapped, **options)
+
+
+def test_tojson_cache_stays_bounded():
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2500):  # 2,500 distinct values of 8 kB: about 60 MB if all were kept
+            assert_tojson_is_json_dumps([f"{i:05d}" + "x" * 8000], indent=4)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 20_000_000
 
 
 @pytest.mark.skipif(not SHARED_DATA_FILES, reason="../shared/data not present")
@@ -226,6 +283,37 @@ def test_custom_template_renders_through_jinja(hf):
             assert render(case["messages"], add_generation_prompt=flag, template=path) == hf_render(
                 hf, case["messages"], flag, chat_template=custom
             )
+
+
+# Keys a message may have or lack, names of dict's own attributes among them: Jinja looks up m[k]
+# and m.k as a key, then as an attribute (render takes a shorter way for a plain dict).
+LOOKUP_NAMES = ["role", "content", "tools", "metadata", "x", "items", "get", "keys", "values", "copy"]
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(LOOKUP_NAMES), st.text(max_size=3) | st.integers() | st.none(), max_size=4),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from(LOOKUP_NAMES),
+)
+@hypothesis_settings
+def test_key_and_attribute_lookups_render_like_apply_chat_template(messages, name):
+    shown = "{{ L is defined }} {{ L is callable }} {% if L is not callable %}{{ L }}{% endif %}"
+    looked_up = [shown.replace("L", lookup) for lookup in (f"m[{name!r}]", f"m.{name}")]
+    template = "{% for m in messages %}[" + " | ".join(looked_up) + f" | {{{{ m.get({name!r}) }}}}]{{% endfor %}}"
+    assert render(messages, template=Template(template)) == hf_render(tiny(), messages, chat_template=template)
+
+
+def test_template_globals_render_like_apply_chat_template(hf):
+    template = (
+        "{{ range(3) | list }} {{ dict(a=1) }} {% set ns = namespace(a=1) %}{% set ns.a = 2 %}{{ ns.a }} "
+        "{% set c = cycler('x', 'y') %}{{ c.next() }}{{ c.next() }} {% set j = joiner('|') %}{{ j() }}{{ j() }} "
+        "{{ strftime_now('%Y') }} {{ raise_exception is defined }} {{ messages | length }} {{ tools }}"
+    )
+    messages = GOLDEN[0]["messages"]
+    assert render(messages, template=Template(template)) == hf_render(hf, messages, chat_template=template)
 
 
 def test_custom_template_errors_are_template_errors():
@@ -436,19 +524,111 @@ def test_render_spans_rejects_unknown_train_on():
         render_spans(TOOL_ROW, train_on="assistants")
 
 
-@given(conversations(), st.sampled_from(["assistant", "last", "all"]))
-@hypothesis_settings
-def test_render_spans_fast_and_jinja_agree(messages, train_on):
+def spans_or_nothing(messages, train_on, template=None):
     try:
-        fast = render_spans(messages, train_on=train_on)
+        return render_spans(messages, train_on=train_on, template=template)
     except NothingToTrain:
-        with pytest.raises(NothingToTrain):
-            render_spans(messages, train_on=train_on, template=JINJA_ONLY)
-        return
-    assert render_spans(messages, train_on=train_on, template=JINJA_ONLY) == fast
-    assert fast.text == render(messages) + END_OF_CHAT
-    assert all(0 <= a < b <= len(fast.text) for a, b in fast.spans)
-    assert all(b <= c for (_, b), (c, _) in zip(fast.spans, fast.spans[1:]))
+        return None
+
+
+@given(conversations(), st.sampled_from(TRAIN_ON))
+@hypothesis_settings
+def test_render_spans_in_one_render_equal_rendering_each_message_alone(messages, train_on):
+    rendered = spans_or_nothing(messages, train_on)
+    assert rendered == spans_or_nothing(messages, train_on, PER_MESSAGE)
+    if rendered is not None:
+        assert rendered.text == render(messages) + END_OF_CHAT
+        assert all(0 <= a < b <= len(rendered.text) for a, b in rendered.spans)
+        assert all(b <= c for (_, b), (c, _) in zip(rendered.spans, rendered.spans[1:]))
+
+
+SPAN_FILES = DATA_FILES + SHARED_DATA_FILES
+
+
+@pytest.mark.parametrize("path", SPAN_FILES, ids=[p.name for p in SPAN_FILES])
+def test_render_spans_in_one_render_on_every_shipped_row(path):
+    rows = shared_rows(path)
+    assert rows
+    differ = []
+    for index, messages in enumerate(rows):
+        for train_on in TRAIN_ON:
+            plain = spans_or_nothing(messages, train_on, PER_MESSAGE)
+            for template in (DEFAULT_TEMPLATE, GENERATION_TEMPLATE):
+                if spans_or_nothing(messages, train_on, template) != plain:
+                    differ.append((index, train_on, template))
+    assert not differ, f"{len(differ)} differ, first: {differ[:5]}"
+
+
+def count_renders(monkeypatch):
+    """Calls of Jinja's render and generate from now on (names, in order)."""
+    import jinja2
+
+    calls = []
+
+    def counting(name):
+        original = getattr(jinja2.Template, name)
+
+        def counted(self, *args, **kwargs):
+            calls.append(name)
+            return original(self, *args, **kwargs)
+
+        return counted
+
+    for name in ("render", "generate"):
+        monkeypatch.setattr(jinja2.Template, name, counting(name))
+    return calls
+
+
+def in_place_of_the_loop(text: str) -> Template:
+    """The official template with ``text`` at the start of its loop over the messages."""
+    loop = "{% for item in messages %}"
+    assert OFFICIAL_TEMPLATE.count(loop) == 1
+    return Template(OFFICIAL_TEMPLATE.replace(loop, loop + text), f"official + {text}")
+
+
+# Reads one message ahead: one render cannot tell where a message starts (Jinja's loop fetches the
+# next message early), so render_spans renders each message alone.
+LOOKS_AHEAD = in_place_of_the_loop("{% if loop.last %}{% endif %}")
+
+
+@pytest.mark.parametrize("template", [DEFAULT_TEMPLATE, GENERATION_TEMPLATE, FIXTURES / "glm-4-9b-chat.v2.jinja"])
+def test_render_spans_renders_a_row_once(template, monkeypatch):
+    render_spans(TOOL_ROW, template=template)  # the first time checks the template against the plain way
+    calls = count_renders(monkeypatch)
+    render_spans(TOOL_ROW, template=template)
+    assert calls == ["generate"]
+
+
+@pytest.mark.parametrize("template", [PER_MESSAGE, LOOKS_AHEAD, FIXTURES / "glm-4-9b-0414.jinja"])
+def test_render_spans_renders_each_message_alone_where_one_render_cannot_tell(template, monkeypatch):
+    render_spans(TOOL_ROW, template=template)
+    calls = count_renders(monkeypatch)
+    render_spans(TOOL_ROW, template=template)
+    assert calls.count("render") == len(TOOL_ROW) + 2
+
+
+@given(conversations(), st.sampled_from(TRAIN_ON))
+@hypothesis_settings
+def test_render_spans_of_a_template_that_looks_ahead(messages, train_on):
+    assert spans_or_nothing(messages, train_on, LOOKS_AHEAD) == spans_or_nothing(messages, train_on)
+
+
+def test_render_spans_refuses_a_template_whose_messages_depend_on_their_place():
+    # Each message rendered alone is the first: the pieces do not add up, so turns cannot be located.
+    first = in_place_of_the_loop("{% if loop.first %}<|system|>\nS{% endif %}")
+    assert render(TOOL_ROW, template=first).count("<|system|>\nS") == 1
+    with pytest.raises(TemplateError, match="cannot locate turns"):
+        render_spans(TOOL_ROW, template=first)
+
+
+def test_render_spans_checks_each_row_it_reads_in_one_render():
+    # The text before the loop depends on the first message: the probes do not show it, this row does.
+    magic = Template(
+        "{% if messages and messages[0]['content'] == 'magic' %}<|system|>\nM{% endif %}" + OFFICIAL_TEMPLATE
+    )
+    assert render_spans(TOOL_ROW, template=magic) == render_spans(TOOL_ROW)
+    with pytest.raises(TemplateError, match="cannot locate turns"):
+        render_spans([{"role": "user", "content": "magic"}, {"role": "assistant", "content": "A"}], template=magic)
 
 
 def test_render_spans_with_a_custom_template():
@@ -476,9 +656,8 @@ def test_importing_render_masks_tokenizer_stays_light():
 
 
 def test_tools_that_differ_only_in_nan_and_null_are_not_one_cached_block() -> None:
-    """The tools cache is keyed by orjson's text, which writes NaN and infinities as null: such
+    """tojson's cache is keyed by orjson's text, which writes NaN and infinities as null: such
     tools must still render as json writes them (NaN, Infinity) and null as null."""
-    from glmdata.render import render
 
     def rendered(value: object) -> str:
         declared = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "default": value}}}]

@@ -366,26 +366,3 @@ def test_disabled_repair_names_are_validated() -> None:
     with pytest.raises(ValueError, match="unknown repair"):
         Options(disabled_repairs=frozenset({"no-such-repair"}))
     assert Options(disabled_repairs=frozenset(REPAIRS)).disabled_repairs == frozenset(REPAIRS)
-
-
-
-# ---------------------------------------------------------------------------------------- JSON text
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-_json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text()),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
-    max_leaves=20,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(_json_values)
-def test_dumps_writes_what_json_dumps_writes(value) -> None:
-    """Call arguments are written as ``json.dumps(value, ensure_ascii=False)`` writes them, byte for
-    byte (the encoder is only built once): NaN, huge integers, escapes and all."""
-    from glmdata.repairs import dumps
-
-    assert dumps(value) == json.dumps(value, ensure_ascii=False)

@@ -36,8 +36,8 @@ sys.__stderr__.write(f"EXIT={code}\\n")
 def loaded_modules(*args: str) -> tuple[set[str], str]:
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
     lines = result.stderr.splitlines()
-    modules = next((line[len("MODULES="):] for line in lines if line.startswith("MODULES=")), None)
-    code = next((line[len("EXIT="):] for line in lines if line.startswith("EXIT=")), None)
+    modules = next((line[len("MODULES=") :] for line in lines if line.startswith("MODULES=")), None)
+    code = next((line[len("EXIT=") :] for line in lines if line.startswith("EXIT=")), None)
     assert modules is not None, f"the probe did not finish: {result.stderr[-2000:]}"
     return set(modules.split(",")), code
 
@@ -51,14 +51,32 @@ def small_file(tmp_path: Path) -> Path:
     glaive = {
         "conversations": [
             {"from": "human", "value": "北京天气怎么样？"},
-            {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"location": "北京"}}, ensure_ascii=False)},
+            {
+                "from": "function_call",
+                "value": json.dumps({"name": "get_weather", "arguments": {"location": "北京"}}, ensure_ascii=False),
+            },
             {"from": "observation", "value": json.dumps({"temperature": 20})},
             {"from": "gpt", "value": "北京现在 20 度。"},
         ],
-        "tools": json.dumps([{"name": "get_weather", "description": "查询天气", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}], ensure_ascii=False),
+        "tools": json.dumps(
+            [
+                {
+                    "name": "get_weather",
+                    "description": "查询天气",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"location": {"type": "string"}},
+                        "required": ["location"],
+                    },
+                }
+            ],
+            ensure_ascii=False,
+        ),
     }
     path = tmp_path / "small.jsonl"
-    path.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in [glaive, tool_row(), glaive]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(json.dumps(row, ensure_ascii=False) for row in [glaive, tool_row(), glaive]) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -66,7 +84,9 @@ def test_probe_sees_heavy_imports():
     # The probe itself must be able to see a heavy import, or the tests below prove nothing.
     result = subprocess.run(
         [sys.executable, "-c", "import json, sys; import transformers; print(json.dumps(sorted(sys.modules)))"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if result.returncode != 0:
         pytest.skip("transformers is not installed")

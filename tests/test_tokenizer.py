@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import tempfile
@@ -13,7 +12,15 @@ from unittest import mock
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny_tokenizer import GLM4_PAT_STR, OFFICIAL_TEMPLATE, save_tiny_tokenizer
+from tiny_tokenizer import (
+    GLM4_PAT_STR,
+    OFFICIAL_TEMPLATE,
+    TIKTOKEN_MERGES,
+    TIKTOKEN_SPECIALS,
+    save_tiny_tokenizer,
+    tiktoken_ranks,
+    write_tiktoken_dir,
+)
 
 import glmdata.tokenizer as tokenizer_module
 from glmdata.tokenizer import TokenizerError, cache_dir, load_tokenizer
@@ -22,46 +29,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 GLM4_DIR = SHARED / "tokenizer" / "glm-4-9b-chat"
 needs_glm4 = pytest.mark.skipif(not GLM4_DIR.is_dir(), reason="../shared/tokenizer/glm-4-9b-chat not present")
 
-# A small tiktoken vocabulary: every byte, then a few merges; special tokens follow the last rank.
-MERGES = [b"he", b"ll", b"llo", b"hello", b" w", b"or", b" wor", b"\n\n"]
-SPECIALS = ["<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
-
-
-def tiktoken_ranks() -> dict[bytes, int]:
-    ranks = {bytes([b]): b for b in range(256)}
-    ranks.update({token: 256 + i for i, token in enumerate(MERGES)})
-    return ranks
-
-
-def write_tiktoken_dir(directory: Path, *, config: dict | None = None, pat_str: bool = True) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    lines = [f"{base64.b64encode(token).decode()} {rank}" for token, rank in tiktoken_ranks().items()]
-    (directory / "tokenizer.model").write_text("\n".join(lines) + "\n", encoding="ascii")
-    if pat_str:
-        (directory / "pat_str.txt").write_text(GLM4_PAT_STR, encoding="utf-8")
-    if config is None:
-        first = 256 + len(MERGES)
-        config = {
-            "added_tokens_decoder": {
-                str(first + i): {
-                    "content": t,
-                    "lstrip": False,
-                    "normalized": False,
-                    "rstrip": False,
-                    "single_word": False,
-                    "special": True,
-                }
-                for i, t in enumerate(SPECIALS)
-            },
-            "eos_token": "<|endoftext|>",
-            "pad_token": "<|endoftext|>",
-            "padding_side": "left",
-            "chat_template": OFFICIAL_TEMPLATE,
-            "tokenizer_class": "ChatGLM4Tokenizer",
-            "auto_map": {"AutoTokenizer": ["tokenization_chatglm.ChatGLM4Tokenizer", None]},
-        }
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
-    return directory
+MERGES, SPECIALS = TIKTOKEN_MERGES, TIKTOKEN_SPECIALS
 
 
 @pytest.fixture(autouse=True)

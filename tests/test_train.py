@@ -78,7 +78,9 @@ def test_labels_the_trainer_sees_are_glmdatas_masks(tmp_path, glmtrain_env, tiny
     trainer = train_mod.build_trainer(prep)
     seen = 0
     for batch in trainer.get_train_dataloader():
-        for ids, labels, mask in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), batch["attention_mask"].tolist()):
+        for ids, labels, mask in zip(
+            batch["input_ids"].tolist(), batch["labels"].tolist(), batch["attention_mask"].tolist()
+        ):
             n = sum(mask)
             assert labels[:n] == expected[tuple(ids[:n])]
             assert all(label == -100 for label in labels[n:])  # padding is never trained
@@ -104,7 +106,15 @@ def test_loss_falls_when_overfitting_a_few_rows(tmp_path, glmtrain_env, tiny_mod
 def test_run_writes_adapter_tokenizer_config_report_and_predictions(trained):
     out, summary = trained["out"], trained["summary"]
     assert summary["global_step"] == 4
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja", "glmtrain.yaml", "data_report.json", "plan.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "glmtrain.yaml",
+        "data_report.json",
+        "plan.json",
+    ):
         assert (out / name).is_file(), name
     assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-2", "checkpoint-4"}
     config = cfgmod.merge(("saved", __import__("yaml").safe_load((out / "glmtrain.yaml").read_text(encoding="utf-8"))))
@@ -113,7 +123,8 @@ def test_run_writes_adapter_tokenizer_config_report_and_predictions(trained):
     assert report["train_file"]["rows_in"] == len(TRAIN_ROWS) and report["train_file"]["rejected"] == 0
     assert report["tokens"]["rows"] == len(TRAIN_ROWS)
     adapter = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
-    assert adapter["r"] == 8 and adapter["lora_alpha"] == 32 and sorted(adapter["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
+    assert adapter["r"] == 8 and adapter["lora_alpha"] == 32
+    assert sorted(adapter["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
 
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [p["step"] for p in predictions] == [2, 4]  # one held-out prompt, at each evaluation
@@ -154,9 +165,20 @@ def test_allowed_template_mismatch_saves_the_training_template(tmp_path, tiny_mo
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
     template_file = model_dir / "chat_template.jinja"
-    template_file.write_text(template_file.read_text(encoding="utf-8").replace("<|{{ item['role'] }}|>", "<|{{ item['role'] }}|> "), encoding="utf-8")
+    template_file.write_text(
+        template_file.read_text(encoding="utf-8").replace("<|{{ item['role'] }}|>", "<|{{ item['role'] }}|> "),
+        encoding="utf-8",
+    )
     data = write_jsonl(tmp_path / "train.jsonl", CHAT_ROWS[:2])
-    cfg = settings(data, tmp_path / "out", model=str(model_dir), eval_split=0, max_steps=1, save_steps=1000, allow_template_mismatch=True)
+    cfg = settings(
+        data,
+        tmp_path / "out",
+        model=str(model_dir),
+        eval_split=0,
+        max_steps=1,
+        save_steps=1000,
+        allow_template_mismatch=True,
+    )
     train_mod.run(cfg, QUIET)
     saved = load_tokenizer(tmp_path / "out")
     assert saved.chat_template == load_template(GENERATION_TEMPLATE).text
@@ -197,7 +219,10 @@ def test_resume_from_the_latest_checkpoint(trained, tmp_path):
     state = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps[-1] == 4 and 3 in steps  # steps 3 and 4 were trained after the resume
-    missing = glmtrain_cli("run", trained["data"], "--model", "tiny-random", "-o", tmp_path / "empty", "--resume", "latest", "--tracker", "none")
+    missing = glmtrain_cli(
+        "run", trained["data"], "--model", "tiny-random", "-o", tmp_path / "empty",
+        "--resume", "latest", "--tracker", "none",
+    )  # fmt: skip
     assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
 
 
@@ -215,7 +240,7 @@ def test_merge_writes_a_model_equal_to_base_plus_adapter(trained, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == str(target)
     merged = AutoModelForCausalLM.from_pretrained(target).eval()
-    tuned, tokenizer = load_trained(trained["out"])
+    tuned, _ = load_trained(trained["out"])
     ids = torch.tensor([[151331, 151333, 151336, 10, 104, 105, 151337]])
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-4)

@@ -59,7 +59,7 @@ INVALID_ROW = {
     "messages": [
         {"role": "user", "content": "weather?"},
         {"role": "assistant", "content": "let me check"},
-        {"role": "observation", "content": "{\"temp\": 1}"},
+        {"role": "observation", "content": '{"temp": 1}'},
         {"role": "assistant", "content": "1 degree"},
     ]
 }
@@ -109,11 +109,14 @@ def glmtrain_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def glmtrain_subprocess(*args: str, env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+def glmtrain_subprocess(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
     """``python -m glmtrain ...`` in a fresh interpreter (for import checks and the offline hub)."""
     return subprocess.run(
         [sys.executable, "-m", "glmtrain", *map(str, args)],
         cwd=REPO,
+        check=False,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,

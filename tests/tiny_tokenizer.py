@@ -2,15 +2,21 @@
 network): a tiny tokenizer with GLM-4's special ids, the official template, and hypothesis
 strategies for GLM-4 conversations.
 
-The tokenizer is byte level: every byte is one token whose id is the byte's value (``"a"`` -> 97,
-``"\\n"`` -> 10), so expected ids can be written by hand. The 14 special tokens have GLM-4's ids
-(``[gMASK]`` 151331, ``<sop>`` 151333, ``<|user|>`` 151336, ``<|assistant|>`` 151337, ...), so
-code that hard-codes them, like the official finetune demo, runs unchanged. The pre-tokenizer is
-GLM-4's (its split regex, then byte level), as in the converted real tokenizer.
+The tokenizer (the ``tokenizer.json`` kind) is byte level: every byte is one token whose id is
+the byte's value (``"a"`` -> 97, ``"\\n"`` -> 10), so expected ids can be written by hand. The 14
+special tokens have GLM-4's ids (``[gMASK]`` 151331, ``<sop>`` 151333, ``<|user|>`` 151336,
+``<|assistant|>`` 151337, ...), so code that hard-codes them, like the official finetune demo, runs
+unchanged. The pre-tokenizer is GLM-4's (its split regex, then byte level), as in the converted
+real tokenizer.
+
+``write_tiktoken_dir`` writes a small vocabulary in glm-4-9b-chat's original layout (tiktoken
+``tokenizer.model`` + ``tokenizer_config.json``): ``glmdata.tokenizer.load_tokenizer`` converts it
+and encodes it with tiktoken, as it does the real files.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -72,6 +78,45 @@ def build_tiny_tokenizer(chat_template: str | None = OFFICIAL_TEMPLATE):
 def save_tiny_tokenizer(directory: Path, chat_template: str | None = OFFICIAL_TEMPLATE) -> Path:
     """Save the tiny tokenizer as a transformers tokenizer directory (tokenizer.json layout)."""
     build_tiny_tokenizer(chat_template).save_pretrained(str(directory))
+    return directory
+
+
+# --- a tiny vocabulary in glm-4-9b-chat's tiktoken layout ----------------------------------------
+
+#: Merges after the 256 byte tokens; the special tokens follow the last rank.
+TIKTOKEN_MERGES = [b"he", b"ll", b"llo", b"hello", b" w", b"or", b" wor", b"\n\n"]
+TIKTOKEN_SPECIALS = ["<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
+
+
+def tiktoken_ranks() -> dict[bytes, int]:
+    """The tiny tiktoken vocabulary: token bytes -> rank."""
+    ranks = {bytes([b]): b for b in range(256)}
+    ranks.update({token: 256 + i for i, token in enumerate(TIKTOKEN_MERGES)})
+    return ranks
+
+
+def write_tiktoken_dir(directory: Path, *, config: dict | None = None, pat_str: bool = True) -> Path:
+    """Write the tiny vocabulary as glm-4-9b-chat's files are laid out (``tokenizer.model``,
+    ``tokenizer_config.json`` with the special tokens, ``pat_str.txt``); ``config`` replaces the
+    config's content."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [f"{base64.b64encode(token).decode()} {rank}" for token, rank in tiktoken_ranks().items()]
+    (directory / "tokenizer.model").write_text("\n".join(lines) + "\n", encoding="ascii")
+    if pat_str:
+        (directory / "pat_str.txt").write_text(GLM4_PAT_STR, encoding="utf-8")
+    if config is None:
+        first = 256 + len(TIKTOKEN_MERGES)
+        flags = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+        config = {
+            "added_tokens_decoder": {str(first + i): {"content": t, **flags} for i, t in enumerate(TIKTOKEN_SPECIALS)},
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "padding_side": "left",
+            "chat_template": OFFICIAL_TEMPLATE,
+            "tokenizer_class": "ChatGLM4Tokenizer",
+            "auto_map": {"AutoTokenizer": ["tokenization_chatglm.ChatGLM4Tokenizer", None]},
+        }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
     return directory
 
 

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from glmdata.builder import MessagesBuilder
 from glmdata.issues import validate
-from glmdata.repairs import Fixer, call_arguments, canonical_role, dumps, normalize_tools
+from glmdata.jsontext import dumps
+from glmdata.repairs import Fixer, call_arguments, canonical_role, normalize_tools
 
 SIGNATURE = '{"conversations": [{"role", "content", "loss"?} | {"role": "tool", "name", "parameters", "observation"}], "tools"?} or {"prompt", "response"}'
 
