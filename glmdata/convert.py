@@ -27,6 +27,7 @@ from glmdata.checks import check_row
 from glmdata.io import Lines, Record, parse_row, read_blocks, read_records
 from glmdata.issues import Issue, RowError
 from glmdata.jsontext import compact
+from glmdata.models import MessagesRow
 from glmdata.repairs import REPAIRS, Fixer, strip_nulls
 from glmdata.result import Result
 
@@ -96,7 +97,7 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _encode(row: dict) -> bytes:
+def _encode(row: MessagesRow) -> bytes:
     """The row as compact JSON (what is written, and hashed for duplicates), serialized once.
 
     Rejects a row that no UTF-8 file can hold: JSON text inside a row (a tools string, call
@@ -113,8 +114,8 @@ def _encode(row: dict) -> bytes:
 
 def _find_surrogate(value: Any, path: str) -> tuple[str, str] | None:
     if isinstance(value, str):
-        found = _SURROGATE.search(value)
-        return (path, found.group()) if found else None
+        char = _SURROGATE.search(value)
+        return (path, char.group()) if char else None
     if isinstance(value, dict):
         items = ((f"{path}.{k}" if path else str(k), k, v) for k, v in value.items())
         for where, key, item in items:

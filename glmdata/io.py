@@ -121,7 +121,7 @@ def _open(path: str | os.PathLike) -> Iterator[io.BufferedReader]:
         except OSError as exc:
             raise InputError(f"{p}: cannot open ({exc.strerror})") from None
     try:
-        reader = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+        reader: io.BufferedReader = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
         if reader.peek(2)[:2] == b"\x1f\x8b":
             reader = io.BufferedReader(_Gunzip(gzip.GzipFile(fileobj=reader)), CHUNK)
         yield reader
@@ -141,7 +141,7 @@ class _Gunzip(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         data = self.gz.read1(len(buffer))
         buffer[: len(data)] = data
         return len(data)
@@ -184,7 +184,7 @@ class _Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         if self.prefix:
             n = min(len(buffer), len(self.prefix))
             buffer[:n] = self.prefix[:n]

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from glmdata import jsontext
 from glmdata.models import MessageDict
@@ -81,8 +81,8 @@ def tokenize(
 
 def encode_rendered(rendered: Rendered, tokenizer: Any, *, max_length: int | None = None) -> dict[str, list[int]]:
     """Tokenize a ``Rendered`` text and label the tokens inside its spans (see ``tokenize``)."""
-    [(input_ids, ranges)] = _encode([rendered], _encoder(tokenizer))
-    return _labelled(input_ids, ranges, max_length)
+    [row] = _encode([rendered], _encoder(tokenizer), lambda input_ids, ranges: _labelled(input_ids, ranges, max_length))
+    return row
 
 
 def encode_batch(
@@ -91,8 +91,12 @@ def encode_batch(
     """``encode_rendered`` for many texts at once: the text between tags of all of them is encoded
     in one call of the tokenizer (its threads at work), each distinct piece once. Errors name the
     row's position (``row 3 of the batch: ...``)."""
-    encoded = _encode(rendered, _encoder(tokenizer), "row {} of the batch: ")
-    return [_labelled(ids, ranges, max_length) for ids, ranges in encoded]
+    return _encode(
+        rendered,
+        _encoder(tokenizer),
+        lambda input_ids, ranges: _labelled(input_ids, ranges, max_length),
+        "row {} of the batch: ",
+    )
 
 
 def tokenize_batch(
@@ -144,13 +148,14 @@ def token_spans(rendered: Sequence[Rendered], tokenizer: Any) -> list[list[int]]
     The building block of the labels, for statistics per turn; encoded as ``encode_batch`` does.
     Raises ``MaskError`` like ``tokenize``.
     """
-    out = []
-    for input_ids, ranges in _encode(rendered, _encoder(tokenizer)):
-        turn = [-1] * len(input_ids)
-        for i, j, k in ranges:
-            turn[i:j] = [k] * (j - i)
-        out.append(turn)
-    return out
+    return _encode(rendered, _encoder(tokenizer), _turns)
+
+
+def _turns(input_ids: list[int], ranges: Ranges) -> list[int]:
+    turn = [-1] * len(input_ids)
+    for i, j, k in ranges:
+        turn[i:j] = [k] * (j - i)
+    return turn
 
 
 @dataclass(frozen=True)
@@ -197,21 +202,40 @@ def truncation_report(
 
 # Token index ranges of a row's trained spans: (first token, end token, span index), in order.
 Ranges = list[tuple[int, int, int]]
+R = TypeVar("R")
+T = TypeVar("T")
 
 
-def _encode(rendered: Sequence[Rendered], encoder: _Encoder, where: str = "") -> list[tuple[list[int], Ranges]]:
-    """Token ids of each rendered text, and the token ranges of its trained spans. ``where``
-    (with ``{}`` for the row's position) prefixes ``MaskError``s."""
-    # [text, tag, text, tag, ..., text] for each row
+def _encode(
+    rendered: Sequence[Rendered], encoder: _Encoder, finish: Callable[[list[int], Ranges], R], where: str = ""
+) -> list[R]:
+    """``finish(input_ids, ranges)`` for each rendered text: its token ids and the token ranges of
+    its trained spans. ``where`` (with ``{}`` for the row's position) prefixes ``MaskError``s."""
+    if not encoder.rows_per_task:
+        return _encode_rows(rendered, 0, encoder, finish, where)
+
+    # Rows in chunks over the available cores: tiktoken releases the GIL, so one chunk's Python work
+    # runs while others encode.
+    def encode_chunk(start: int) -> list[R]:
+        return _encode_rows(rendered[start : start + encoder.rows_per_task], start, encoder, finish, where)
+
+    starts = range(0, len(rendered), encoder.rows_per_task)
+    return [row for chunk in _in_threads(encode_chunk, starts) for row in chunk]
+
+
+def _encode_rows(
+    rendered: Sequence[Rendered], first: int, encoder: _Encoder, finish: Callable[[list[int], Ranges], R], where: str
+) -> list[R]:
+    # [text, tag, text, tag, ..., text] for each row; each distinct text encoded once, in one call
     pieces = [encoder.split(r.text) for r in rendered]
     texts = list(dict.fromkeys(p for row in pieces for p in row[::2] if p))
-    ids_of = {"": [], **{tag: [i] for tag, i in encoder.tag_ids.items()}, **dict(zip(texts, encoder.encode(texts)))}
+    ids_of = {"": [], **encoder.tag_lists, **dict(zip(texts, encoder.encode(texts), strict=True))}
     out = []
-    for index, (r, row) in enumerate(zip(rendered, pieces)):
+    for index, (r, row) in enumerate(zip(rendered, pieces, strict=True), first):
         row_ids = list(map(ids_of.__getitem__, row))
         input_ids = list(chain.from_iterable(row_ids))
         # the character offset of each piece's end -> the token index there
-        tokens_at = dict(zip(accumulate(map(len, row)), accumulate(map(len, row_ids))))
+        tokens_at = dict(zip(accumulate(map(len, row)), accumulate(map(len, row_ids)), strict=True))
         tokens_at[0] = 0
         ranges = []
         for k, (a, b) in enumerate(r.spans):
@@ -219,7 +243,7 @@ def _encode(rendered: Sequence[Rendered], encoder: _Encoder, where: str = "") ->
             if i is None or j is None:
                 raise MaskError(where.format(index) + _off_tag(r.text, a if i is None else b))
             ranges.append((i, j, k))
-        out.append((input_ids, ranges))
+        out.append(finish(input_ids, ranges))
     return out
 
 
@@ -248,10 +272,15 @@ def _labelled(input_ids: list[int], ranges: Ranges, max_length: int | None) -> d
 
 class _Encoder:
     """How one tokenizer, as it is now, encodes rendered text: the special tokens it splits the text
-    at and their ids, and the batch call for the text between them."""
+    at and their ids, the batch call for the text between them, and how many rows to hand each of
+    glmdata's threads (0: the call has threads of its own, give it the whole batch)."""
 
-    def __init__(self, tag_ids: dict[str, int], encode: Callable[[list[str]], list[list[int]]]) -> None:
+    def __init__(
+        self, tag_ids: dict[str, int], encode: Callable[[list[str]], list[list[int]]], rows_per_task: int
+    ) -> None:
+        self.rows_per_task = rows_per_task
         self.tag_ids = tag_ids
+        self.tag_lists = {tag: [i] for tag, i in tag_ids.items()}
         self.encode = encode
         # Longest first: where two tags start at one place, the longer wins, as in the tokenizers'
         # added vocabulary (leftmost-longest). A capturing group makes `split` keep the tags.
@@ -303,7 +332,7 @@ def _tiktoken_encoder(encoding: Any) -> _Encoder:
         return [encoding.encode_ordinary(text) for text in texts]
 
     tags = {token: encoding.encode_single_token(token) for token in encoding.special_tokens_set}
-    return _Encoder(tags, lambda texts: _in_threads(encode, texts))
+    return _Encoder(tags, encode, rows_per_task=32)
 
 
 def _backend_encoder(tokenizer: Any) -> _Encoder:
@@ -335,7 +364,7 @@ def _backend_encoder(tokenizer: Any) -> _Encoder:
             backend.encode_special_tokens = False
         return [e.ids for e in encode_batch(texts, add_special_tokens=False)]
 
-    return _Encoder({t.content: i for i, t in added}, encode)
+    return _Encoder({t.content: i for i, t in added}, encode, rows_per_task=0)
 
 
 # Text with all of GLM-4's tags and the spaces, newlines and scripts around them that rendered rows
@@ -349,7 +378,7 @@ _PROBE = (
 
 
 def _probe(tokenizer: Any, encoder: _Encoder) -> None:
-    [(ours, _)] = _encode([Rendered(_PROBE, [])], encoder)
+    [ours] = _encode([Rendered(_PROBE, [])], encoder, lambda input_ids, _: input_ids)
     theirs = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
     if ours != theirs:
         raise MaskError(
@@ -358,8 +387,6 @@ def _probe(tokenizer: Any, encoder: _Encoder) -> None:
         )
 
 
-# Texts per task when a batch is encoded on several threads (tiktoken releases the GIL).
-_CHUNK = 64
 _pool: tuple[int, Any] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
 
 
@@ -372,18 +399,15 @@ def _threads() -> int:
         return min(os.cpu_count() or 1, 16)
 
 
-def _in_threads(encode: Callable[[list[str]], list[list[int]]], texts: list[str]) -> list[list[int]]:
-    """``encode(texts)``, spread over the available cores in chunks, in order, like a fast
-    tokenizer's batch call (tiktoken's own batch call starts a thread pool per call and hands it
-    one text at a time, which costs more than it gains on short pieces)."""
+def _in_threads(fn: Callable[[int], T], items: Sequence[int]) -> list[T]:
+    """``[fn(item) for item in items]``, spread over the available cores (inline for one item)."""
     global _pool
 
     threads = _threads()
-    if threads < 2 or len(texts) < 2 * _CHUNK:
-        return encode(texts)
+    if threads < 2 or len(items) < 2:
+        return [fn(item) for item in items]
     if _pool is None or _pool[0] != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
 
         _pool = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="glmdata-tokenize"))
-    chunks = [texts[i : i + _CHUNK] for i in range(0, len(texts), _CHUNK)]
-    return [ids for chunk in _pool[1].map(encode, chunks) for ids in chunk]
+    return list(_pool[1].map(fn, items))

@@ -239,7 +239,7 @@ def install_template(
 
 
 @lru_cache(maxsize=1)
-def _environment() -> Any:
+def _environment() -> jinja2.Environment:
     """The one Jinja environment, built like transformers' ``_compile_jinja_template`` builds its own."""
     from datetime import datetime
 
@@ -395,17 +395,15 @@ _EXACT = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | or
 
 
 class _ToJSON:
-    """transformers' ``tojson`` filter: ``json.dumps`` with key order and non-ASCII text kept (Jinja's
-    own sorts keys and escapes both), remembering the text of values it has written before.
+    """transformers' ``tojson`` (``json.dumps``, key order and non-ASCII text kept), remembering the
+    text of values it wrote before: a tools block's ``tojson(indent=4)`` is the costliest part of a
+    row (json indents in pure Python), and tool declarations repeat across rows.
 
-    A tools block's ``tojson(indent=4)`` is the costliest part of rendering a row (json indents in
-    pure Python), and tool declarations repeat across rows. The key is orjson's compact text of the
-    value: it keeps key order and tells ``1``, ``1.0``, ``true`` and ``-0.0`` apart, and exists only
-    for exact JSON types. It writes NaN and infinities as ``null``, and enums, UUIDs and
-    ``orjson.Fragment`` (which ``json.dumps`` refuses) as strings, so a value is served from the
-    cache only if it equals the plain value parsed back from its key, which none of those do.
-    Anything else (``separators``, an integer beyond 64 bits, a key that is not a string) is
-    written by ``json.dumps`` every time.
+    The key is orjson's text of the value, which keeps key order and tells ``1``, ``1.0``, ``true``
+    and ``-0.0`` apart, for exact JSON types only. As orjson also writes NaN as ``null`` and enums,
+    UUIDs and its ``Fragment`` (refused by json) as plain values, a text is reused only for a value
+    equal to the one parsed back from its key. Integers beyond 64 bits, non-string keys and
+    ``separators`` are left to ``json.dumps`` every time.
     """
 
     #: The cache starts over when its keys hold more than this many bytes (its entries take 3-10x that).
@@ -519,7 +517,7 @@ def _one_by_one(template: Template, messages: Sequence[Mapping[str, Any]]) -> tu
     return prefix, pieces
 
 
-class _Marked(list):  # type: ignore[type-arg]
+class _Marked(list[dict[str, Any]]):
     """The messages as the template sees them in a streamed render: a list that records, at each
     step of a loop over it, how many chunks of output came before (underscore names: the sandbox
     keeps templates away from them)."""
@@ -530,7 +528,7 @@ class _Marked(list):  # type: ignore[type-arg]
         self._marks: list[int] = []
         self._loops = 0
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         self._loops += 1
         for message in list.__iter__(self):
             self._marks.append(len(self._chunks))
@@ -546,7 +544,7 @@ def _streamed(template: Template, messages: Sequence[Mapping[str, Any]]) -> tupl
         for chunk in _compile(template.text).generate(
             messages=marked, tools=None, documents=None, add_generation_prompt=False
         ):
-            chunks.append(chunk)  # noqa: PERF402 - one at a time: _Marked counts them while the loop runs
+            chunks.append(chunk)  # one at a time: _Marked counts them while the loop runs
     except Exception as e:  # every failure of a template is a TemplateError
         raise _failure(template, e) from e
     marks = marked._marks
@@ -566,18 +564,13 @@ def _empty_render(text: str) -> str:
 
 # Conversations that take every branch of the GLM-4 templates: each kind of tool, a tools block
 # with and without content, a native call, an observation, empty content, loss flags, no system.
+_FUNCTION = {"type": "function", "function": {"name": "get_天气", "parameters": {"b": [1, 2.5, None, True]}}}
 _PROBES: tuple[list[dict[str, Any]], ...] = (
     [
         {
             "role": "system",
             "content": "",
-            "tools": [
-                {"type": "function", "function": {"name": "get_天气", "parameters": {"b": [1, 2.5, None, True]}}},
-                {"type": "python"},
-                {"type": "simple_browser"},
-                {"type": "cogview"},
-                {"type": "other"},
-            ],
+            "tools": [_FUNCTION, *({"type": t} for t in ("python", "simple_browser", "cogview", "x"))],
         },
         {"role": "user", "content": "hi\n<b>&amp;</b>", "loss": True},
         {"role": "assistant", "metadata": "get_天气", "content": '{"city": "北京"}'},
@@ -667,7 +660,7 @@ def render_spans(
     # (message, start offset, length of its opening tag) for each message that renders.
     turns = []
     position = len(prefix)
-    for message, piece in zip(messages, pieces):
+    for message, piece in zip(messages, pieces, strict=True):
         if piece:
             tag = _ROLE_TAG.match(piece)
             if tag is None:

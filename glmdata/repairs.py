@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from glmdata.issues import Issue, reject, validate
 from glmdata.jsontext import loads
-from glmdata.models import Function
+from glmdata.models import Function, FunctionDict, ToolDict
 
 REPAIRS: dict[str, str] = {
     "null-fields": "removed null values (injected by Arrow schema merging; metadata: null renders as 'None')",
@@ -205,7 +205,7 @@ def is_empty_tools(value: Any) -> bool:
     return value is None or value == [] or (isinstance(value, str) and value.strip() in ("", "[]", "null"))
 
 
-def normalize_tools(value: Any, fx: Fixer, path: str) -> list[dict] | None:
+def normalize_tools(value: Any, fx: Fixer, path: str) -> list[ToolDict] | None:
     """Turn any tools value seen in real data into a list of ``{"type", "function"}`` dicts, or None."""
     if is_empty_tools(value):
         fx.apply("empty-tools", path, "tools are empty")
@@ -231,7 +231,7 @@ def _is_schema(parameters: Any) -> bool:
     return isinstance(parameters, dict) and (not parameters or "type" in parameters or "properties" in parameters)
 
 
-def normalize_tool(tool: Any, fx: Fixer, path: str) -> dict:
+def normalize_tool(tool: Any, fx: Fixer, path: str) -> ToolDict:
     """One tool in the canonical shape; bare and example-valued tools are repaired."""
     if isinstance(tool, str):
         try:
@@ -255,7 +255,7 @@ def normalize_tool(tool: Any, fx: Fixer, path: str) -> dict:
     raise reject("bad-tool", path, f"tool has none of type/function/name (keys: {', '.join(map(str, tool)) or 'none'})")
 
 
-def _function(function: dict, fx: Fixer, path: str) -> dict:
+def _function(function: dict, fx: Fixer, path: str) -> FunctionDict:
     function = dict(function)
     if "func_call" in function and "name" not in function:
         function = {"name": function.pop("func_call"), **function}
@@ -269,7 +269,7 @@ def _function(function: dict, fx: Fixer, path: str) -> dict:
         function["parameters"] = _infer_schema(function["parameters"], fx, f"{path}.parameters")
     if not _plainly_function(function):
         validate(_FUNCTION, function, path)  # e.g. a description that is not text: rejected with its path
-    return function
+    return function  # type: ignore[return-value] # checked just above: a FunctionDict with any extra keys
 
 
 def _plainly_function(function: dict) -> bool:

@@ -8,11 +8,13 @@ goes to the part its first copy went to, so no eval row is also a train row.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from glmdata.checks import tool_call
 from glmdata.convert import Options, convert_file
 from glmdata.io import atomic_writer, dump_row
+from glmdata.models import MessageDict
 from glmdata.report import Report
 
 PLAIN, TOOLS, CALLS = 0, 1, 2
@@ -27,7 +29,7 @@ class SplitResult:
     per_stratum: dict[str, tuple[int, int]]  # name -> (train, eval)
 
 
-def stratum(messages: list[dict]) -> int:
+def stratum(messages: Sequence[MessageDict]) -> int:
     if any(tool_call(m) is not None for m in messages):
         return CALLS
     if any(m.get("tools") for m in messages):
@@ -68,6 +70,7 @@ def split_file(path: str, train_path: str, eval_path: str, *, fraction: float, s
                 copies[len(strata)] = position_of[result.duplicate_of]
             else:
                 position_of[result.index] = len(strata)
+            assert result.row is not None  # read with decode (the default)
             strata.append(stratum(result.row["messages"]))
     chosen = choose_eval(strata, fraction, seed, copies)
     counts = {name: [0, 0] for name in STRATA.values()}

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glmdata.checks import tool_call
-from glmdata.convert import Options, Result, convert_file
+from glmdata.convert import Options, convert_file
+from glmdata.models import MessageDict, MessagesRow
+from glmdata.render import TrainOn
 from glmdata.report import Report
 
 BATCH = 256
@@ -40,7 +42,7 @@ class Stats:
 
     unit: str = "characters"
     max_length: int | None = None
-    train_on: str = "assistant"
+    train_on: TrainOn = "assistant"
     report: Report = field(default_factory=Report)
     messages_per_role: Counter = field(default_factory=Counter)
     user_turns: array = field(default_factory=lambda: array("I"))
@@ -129,21 +131,23 @@ def compute(
     *,
     tokenizer: Any = None,
     max_length: int | None = None,
-    train_on: str = "assistant",
+    train_on: TrainOn = "assistant",
     options: Options = Options(),
     template: Any = None,
 ) -> Stats:
     """Stream ``path`` and compute :class:`Stats`; ``tokenizer`` None means characters."""
     stats = Stats(unit="tokens" if tokenizer is not None else "characters", max_length=max_length, train_on=train_on, report=Report(path))
-    batch: list[Result] = []
+    batch: list[tuple[int, MessagesRow]] = []
     for result in convert_file(path, options):
         stats.report.add(result)
         if not result.ok:
             continue
         if result.duplicate_of is not None:
             stats.duplicates += 1
-        _count_messages(stats, result.row["messages"])
-        batch.append(result)
+        row = result.row
+        assert row is not None  # read with decode (the default)
+        _count_messages(stats, row["messages"])
+        batch.append((result.index, row))
         if len(batch) >= BATCH:
             _measure(stats, batch, tokenizer, train_on, template)
             batch = []
@@ -152,7 +156,7 @@ def compute(
     return stats
 
 
-def _count_messages(stats: Stats, messages: list[dict]) -> None:
+def _count_messages(stats: Stats, messages: list[MessageDict]) -> None:
     stats.messages_per_row.append(len(messages))
     stats.user_turns.append(sum(m["role"] == "user" for m in messages))
     declared = False
@@ -161,7 +165,8 @@ def _count_messages(stats: Stats, messages: list[dict]) -> None:
         stats.messages_per_role[message["role"]] += 1
         for tool in message.get("tools") or ():
             declared = True
-            stats.tools_declared[(tool.get("function") or {}).get("name", tool["type"])] += 1
+            function = tool.get("function")
+            stats.tools_declared[function["name"] if function is not None else tool["type"]] += 1
         call = tool_call(message)
         if call is not None:
             called = True
@@ -184,15 +189,15 @@ def _span_kind(text: str, start: int) -> tuple[str, str]:
     return role, "assistant text turns"
 
 
-def _measure(stats: Stats, batch: Iterable[Result], tokenizer: Any, train_on: str, template: Any) -> None:
+def _measure(stats: Stats, batch: Iterable[tuple[int, MessagesRow]], tokenizer: Any, train_on: TrainOn, template: Any) -> None:
     from glmdata.render import NothingToTrain, render_spans
 
     rendered = []
-    for result in batch:
+    for index, row in batch:
         try:
-            rendered.append((result.index, render_spans(result.row["messages"], train_on=train_on, template=template)))
+            rendered.append((index, render_spans(row["messages"], train_on=train_on, template=template)))
         except NothingToTrain:
-            stats.nothing_trained.append(result.index)
+            stats.nothing_trained.append(index)
     if not rendered:
         return
     if tokenizer is not None:

@@ -334,7 +334,7 @@ def choose_max_length(cfg: TrainConfig, longest: int) -> int | None:
     """``max_length``: as set, or for ``auto`` the longest row rounded up to 64, capped at ``max_length_cap``."""
     if cfg.max_length == "auto":
         return min(cfg.max_length_cap, max(64, math.ceil(longest / 64) * 64))
-    return cfg.max_length  # type: ignore[return-value]
+    return cfg.max_length
 
 
 def warn_truncation(stats: dict[str, Any], console, label: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import subprocess
 import sys
@@ -539,7 +540,7 @@ def test_render_spans_in_one_render_equal_rendering_each_message_alone(messages,
     if rendered is not None:
         assert rendered.text == render(messages) + END_OF_CHAT
         assert all(0 <= a < b <= len(rendered.text) for a, b in rendered.spans)
-        assert all(b <= c for (_, b), (c, _) in zip(rendered.spans, rendered.spans[1:]))
+        assert all(b <= c for (_, b), (c, _) in itertools.pairwise(rendered.spans))
 
 
 SPAN_FILES = DATA_FILES + SHARED_DATA_FILES
@@ -591,7 +592,11 @@ def in_place_of_the_loop(text: str) -> Template:
 LOOKS_AHEAD = in_place_of_the_loop("{% if loop.last %}{% endif %}")
 
 
-@pytest.mark.parametrize("template", [DEFAULT_TEMPLATE, GENERATION_TEMPLATE, FIXTURES / "glm-4-9b-chat.v2.jinja"])
+@pytest.mark.parametrize(
+    "template",
+    [DEFAULT_TEMPLATE, GENERATION_TEMPLATE, FIXTURES / "glm-4-9b-chat.v2.jinja"],
+    ids=["v1", "generation", "v2"],
+)
 def test_render_spans_renders_a_row_once(template, monkeypatch):
     render_spans(TOOL_ROW, template=template)  # the first time checks the template against the plain way
     calls = count_renders(monkeypatch)
@@ -599,7 +604,9 @@ def test_render_spans_renders_a_row_once(template, monkeypatch):
     assert calls == ["generate"]
 
 
-@pytest.mark.parametrize("template", [PER_MESSAGE, LOOKS_AHEAD, FIXTURES / "glm-4-9b-0414.jinja"])
+@pytest.mark.parametrize(
+    "template", [PER_MESSAGE, LOOKS_AHEAD, FIXTURES / "glm-4-9b-0414.jinja"], ids=["two-loops", "looks-ahead", "0414"]
+)
 def test_render_spans_renders_each_message_alone_where_one_render_cannot_tell(template, monkeypatch):
     render_spans(TOOL_ROW, template=template)
     calls = count_renders(monkeypatch)
