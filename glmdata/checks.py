@@ -1,6 +1,6 @@
 """Checks on a converted conversation: what would render wrong, train wrong, or fail at inference.
 
-One small function per check code, registered in one table (``_CHECKS``), as jsonschema has one
+One small function per check code, registered in the tables at the end, as jsonschema has one
 function per keyword; :func:`check_row` walks the table. Each check looks at the whole row and adds
 its findings with the index of the message they are about: a row's issues come out message by
 message, in table order within a message. Every finding is an :class:`~glmdata.issues.Issue` with
@@ -56,8 +56,10 @@ def check_row(row: MessagesRow, calls: Mapping[int, dict] | None = None) -> list
     ``calls`` maps the index of a native call to its arguments, parsed already (the builder has
     them); a native call not in it has its content parsed here."""
     context = _Row(row, calls or {})
-    for check in _CHECKS:
-        check(context)
+    for checks, present in ((_TOOL_CHECKS, context.declared), (_TEXT_CHECKS, True), (_CALL_CHECKS, context.calls), (_TURN_CHECKS, True)):
+        if present:
+            for check in checks:
+                check(context)
     context.found.sort(key=itemgetter(0))  # stable: within a message, in table order
     return [issue for _, issue in context.found]
 
@@ -80,10 +82,10 @@ class _Row:
         self.messages = messages = row["messages"]
         self.roles = roles = [message["role"] for message in messages]
         self.contents = contents = [message["content"] for message in messages]
-        #: (message index, tool index, function) of each declared function tool
-        self.declared: list[tuple[int, int, FunctionDict]] = []
-        #: name -> function (a name declared twice: the last declaration)
-        self.tools: dict[str, FunctionDict] = {}
+        #: (message index, tool index, function, its parameters' schema) of each function tool
+        self.declared: list[tuple[int, int, FunctionDict, toolschema.ToolSchema]] = []
+        #: name -> (function, its parameters' schema); a name declared twice: the last declaration
+        self.tools: dict[str, tuple[FunctionDict, toolschema.ToolSchema]] = {}
         #: message index -> the call it makes
         self.calls: dict[int, _Call] = {}
         self.found: list[tuple[int, Issue]] = []
@@ -93,8 +95,9 @@ class _Row:
                 for k, tool in enumerate(message["tools"] or ()):
                     function = tool.get("function")
                     if function is not None:
-                        self.declared.append((i, k, function))
-                        self.tools[function["name"]] = function
+                        schema = toolschema.tool_schema(function.get("parameters") or {})
+                        self.declared.append((i, k, function, schema))
+                        self.tools[function["name"]] = function, schema
             metadata = message.get("metadata")
             if metadata:
                 names.append(metadata)
@@ -134,10 +137,20 @@ def _not_json(constant: str) -> Any:
 
 
 def _invalid_tool_schema(row: _Row) -> None:
-    for i, k, function in row.declared:
-        problem = toolschema.schema_problem(function.get("parameters") or {})
-        if problem is not None:
-            row.add(i, "invalid-tool-schema", f"messages[{i}].tools[{k}].function.parameters", f"tool {function['name']!r}: {problem}")
+    for i, k, function, schema in row.declared:
+        if schema.problem is not None:
+            path = f"messages[{i}].tools[{k}].function.parameters"
+            row.add(i, "invalid-tool-schema", path, f"tool {function['name']!r}: {schema.problem}")
+
+
+def _special_token_in_tools(row: _Row) -> None:
+    """Special tokens in a declared tool: it is rendered into the system prompt."""
+    for i, k, function, _ in row.declared:
+        text = jsontext.compact(function)
+        found = _SPECIAL_BYTES.search(text) if b"<" in text or b"MASK]" in text else None  # memchr first
+        if found:
+            message = f"tool {function['name']!r} contains the special token {found.group().decode()}"
+            row.add(i, "special-token", f"messages[{i}].tools[{k}].function", message)
 
 
 # ---------------------------------------------------------------------------------------- texts
@@ -150,14 +163,7 @@ def _may_hold_special(text: str) -> bool:
 
 
 def _special_token(row: _Row) -> None:
-    """Special tokens in a declared tool (it is rendered into the system prompt), in content and
-    in metadata (a native call's name line)."""
-    for i, k, function in row.declared:
-        text = jsontext.compact(function)
-        found = _SPECIAL_BYTES.search(text) if b"<" in text or b"MASK]" in text else None  # memchr first
-        if found:
-            message = f"tool {function['name']!r} contains the special token {found.group().decode()}"
-            row.add(i, "special-token", f"messages[{i}].tools[{k}].function", message)
+    """Special tokens in content and in metadata (a native call's name line)."""
     if not ("<" in row.text or "[" in row.text) or not _may_hold_special(row.text):  # one-character scans are fastest
         return
     for i, message in enumerate(row.messages):
@@ -242,19 +248,19 @@ def _arguments_against_schema(row: _Row) -> None:
     """``missing-argument``, ``unknown-argument`` and ``argument-type``: a call's arguments
     against the parameters of the tool it calls."""
     for i, call in row.calls.items():
-        function = row.tools.get(call.name)
-        if function is None or not isinstance(call.arguments, dict):
+        declared = row.tools.get(call.name)
+        if declared is None or not isinstance(call.arguments, dict):
             continue
-        parameters = function.get("parameters") or {}
-        for code, key in toolschema.check_arguments(parameters, call.arguments):
+        function, schema = declared
+        for code, key in schema.check_arguments(call.arguments):
             if code == "missing-argument":
                 row.add(i, code, f"messages[{i}]", f"call to {call.name!r} lacks required argument {key!r}")
             elif code == "unknown-argument":
                 row.add(i, code, f"messages[{i}]", f"call to {call.name!r} passes {key!r}, which the tool does not declare")
             else:
                 value = jsontext.dumps(call.arguments[key])[:60]
-                schema = jsontext.dumps(parameters["properties"][key])[:80]  # this row's, with its own description
-                row.add(i, code, f"messages[{i}].{key}", f"{key}={value} does not match {schema}")
+                text = jsontext.dumps(function["parameters"]["properties"][key])[:80]  # this row's, its own description in
+                row.add(i, code, f"messages[{i}].{key}", f"{key}={value} does not match {text}")
 
 
 def _call_without_observation(row: _Row) -> None:
@@ -288,20 +294,21 @@ def _not_ending_assistant(row: _Row) -> None:
         row.add(last, "not-ending-assistant", f"messages[{last}]", f"conversation ends with {row.roles[last]}")
 
 
-#: Every check, in the order its findings come out within one message.
-_CHECKS: tuple[Callable[[_Row], None], ...] = (
-    _invalid_tool_schema,
+# The checks, in the order their findings come out within one message; a group runs only on rows
+# that have what it checks (tools declared, calls made).
+_TOOL_CHECKS: tuple[Callable[[_Row], None], ...] = (_invalid_tool_schema, _special_token_in_tools)
+_TEXT_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _special_token,
     _system_position,
     _empty_content,
     _placeholder,
     _oversized_or_whitespace_content,
+)
+_CALL_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _call_roundtrip,
     _arguments_not_object,
     _undeclared_tool,
     _arguments_against_schema,
     _call_without_observation,
-    _observation_without_call,
-    _no_assistant,
-    _not_ending_assistant,
 )
+_TURN_CHECKS: tuple[Callable[[_Row], None], ...] = (_observation_without_call, _no_assistant, _not_ending_assistant)

@@ -62,9 +62,6 @@ TRAIN_ON: tuple[str, ...] = ("assistant", "all", "last")
 # A GLM-4 role tag, as written at the start of every rendered message.
 _ROLE_TAG = re.compile(r"<\|[^|<>]*\|>")
 
-# What render and render_spans take: the typed GLM messages row, or any mappings of the same shape.
-Messages = Sequence[MessageDict] | Sequence[Mapping[str, Any]]
-
 
 class TemplateError(ValueError):
     """No usable chat template was found, or a template failed to compile or render."""

@@ -16,15 +16,13 @@ Glaive set declares 804 tools with 529 distinct parameter texts, 292 distinct st
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any, Literal, NamedTuple
 
 from glmdata.jsontext import canonical, loads
 
-__all__ = ["ArgumentProblem", "check_arguments", "schema_problem"]
+__all__ = ["ArgumentProblem", "ToolSchema", "tool_schema"]
 
 Check = Callable[[Any], bool]  #: does a value match a schema?
 Errors = list[tuple[str, str]]  #: (place in the schema, message) for each error found
@@ -37,92 +35,51 @@ class ArgumentProblem(NamedTuple):
     argument: str  #: the argument's name
 
 
-def schema_problem(parameters: dict[str, Any]) -> str | None:
-    """What is wrong with ``parameters`` as the JSON Schema of a call's arguments (an object),
-    worded as jsonschema's ``check_schema`` words it; None when it is valid."""
-    return _schema(parameters).problem
+def tool_schema(parameters: dict[str, Any]) -> ToolSchema:
+    """What a tool's ``parameters`` say, as the JSON Schema of its arguments (an object): whether
+    the schema is valid (``.problem``), and how a call's arguments fit it (``.check_arguments``).
+    Worked out once per structure (the schema without its description texts) and cached."""
+    return _by_structure(canonical(_structure(parameters)))
 
 
-def check_arguments(parameters: dict[str, Any], arguments: dict[str, Any]) -> list[ArgumentProblem]:
-    """How a call's (parsed) ``arguments`` do not fit the tool's ``parameters``: each required
-    argument that is missing, in the order ``required`` lists them; then, in the order of
-    ``arguments``, each that ``properties`` does not declare and each whose value does not match
-    its property's schema. Without ``properties`` no argument is unknown; a property whose own
-    schema is broken (``schema_problem`` tells) checks nothing, nor does a ``$ref`` that resolves
-    nowhere."""
-    schema = _schema(parameters)
-    problems = [ArgumentProblem("missing-argument", key) for key in schema.required if key not in arguments]
-    if schema.properties is not None:
-        for key, value in arguments.items():
-            if key not in schema.properties:
-                problems.append(ArgumentProblem("unknown-argument", key))
-            elif (check := schema.checks.get(key)) is not None and not check(value):
-                problems.append(ArgumentProblem("argument-type", key))
-    return problems
-
-
-def _schema(parameters: dict[str, Any]) -> _Parameters:
-    """What ``parameters`` says: found by its text when the same text was seen lately (a tool
-    declared again; a call to a tool just declared), else by its structure."""
-    text = _key(parameters)
-    schema = _BY_TEXT.get(text)
-    if schema is None:
-        schema = _by_structure(_key(_structure(parameters)))
-        if len(_BY_TEXT) >= _BY_TEXT_MAX:
-            del _BY_TEXT[next(iter(_BY_TEXT))]  # the oldest
-        _BY_TEXT[text] = schema
-    return schema
-
-
-_BY_TEXT: dict[bytes, _Parameters] = {}
-_BY_TEXT_MAX = 4096
-
-
-_TEXTS = frozenset({"description", "title", "$comment"})
+_TEXTS = ("description", "title", "$comment")
 
 
 def _structure(schema: Any) -> Any:
     """``schema`` without its texts: a string ``description``, ``title`` or ``$comment`` where
-    the walk of ``_KEYWORDS`` knows a schema is (a property named "description" stays)."""
-    if not isinstance(schema, dict):
+    the walk of ``_KEYWORDS`` knows a schema is (a property named "description" stays). They
+    constrain nothing, and they are what varies from one declaration of a tool to the next."""
+    if type(schema) is not dict:
         return schema
-    structure = {}
-    for name, value in schema.items():
-        if name in _TEXTS and isinstance(value, str):
-            continue
-        if name == "properties" and isinstance(value, dict):
-            properties = {}
-            for key, sub in value.items():  # a loop, not a comprehension: one frame per level
-                properties[key] = _structure(sub)
-            value = properties
-        elif name == "items" or name == "additionalProperties":
-            value = _structure(value)
-        structure[name] = value
+    structure = dict(schema)
+    for name in _TEXTS:
+        if type(structure.get(name)) is str:
+            del structure[name]
+    for name in ("items", "additionalProperties"):
+        if name in structure:
+            structure[name] = _structure(structure[name])
+    properties = structure.get("properties")
+    if type(properties) is dict:
+        structure["properties"] = nested = {}
+        for key, sub in properties.items():  # a loop, not a comprehension: one frame a level
+            nested[key] = _structure(sub)
     return structure
 
 
-# orjson writes NaN and the infinities as null: where a canonical JSON text holds a null value,
-# json's text (NaN, Infinity) is the key, so that {"const": NaN} is not {"const": null}.
-_NULL_VALUE = re.compile(rb"[:,\[]null")
-
-
-def _key(value: Any) -> bytes:
-    key = canonical(value)
-    if b"null" in key and _NULL_VALUE.search(key):
-        key = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-    return key
-
-
 @lru_cache(maxsize=1024)
-def _by_structure(key: bytes) -> _Parameters:
-    # built from the key, not from the caller's value: every schema of this structure gets the
-    # same answers, whichever of them came first
-    return _Parameters(loads(key))
+def _by_structure(key: bytes) -> ToolSchema:
+    # Built from the key (canonical JSON, as glmdata writes a row: orjson writes NaN and the
+    # infinities as null), not from the caller's value: every schema of one structure gets the
+    # same answers, whichever of them came first.
+    return ToolSchema(loads(key))
 
 
-class _Parameters:
-    """What one distinct parameters schema says, worked out once: one walk gives the schema's
-    validity and each property's check."""
+class ToolSchema:
+    """What one parameters schema says (get it from :func:`tool_schema`, which caches it).
+
+    ``problem``: what is wrong with it as the JSON Schema of a call's arguments, worded as
+    jsonschema's ``check_schema`` words it; None when it is valid. ``check_arguments``: how a
+    call's arguments do not fit it."""
 
     __slots__ = ("problem", "required", "properties", "checks")
 
@@ -152,6 +109,21 @@ class _Parameters:
                 check = self._jsonschema_check(properties[key], parameters)
             if check is not None and check is not _BROKEN and check is not _anything:
                 self.checks[key] = check
+
+    def check_arguments(self, arguments: dict[str, Any]) -> list[ArgumentProblem]:
+        """How a call's (parsed) ``arguments`` do not fit: each required argument that is
+        missing, in the order ``required`` lists them; then, in the order of ``arguments``, each
+        that ``properties`` does not declare and each whose value does not match its property's
+        schema. Without ``properties`` no argument is unknown; a property whose own schema is
+        broken checks nothing (``problem`` tells), nor does a ``$ref`` that resolves nowhere."""
+        problems = [ArgumentProblem("missing-argument", key) for key in self.required if key not in arguments]
+        if self.properties is not None:
+            for key, value in arguments.items():
+                if key not in self.properties:
+                    problems.append(ArgumentProblem("unknown-argument", key))
+                elif (check := self.checks.get(key)) is not None and not check(value):
+                    problems.append(ArgumentProblem("argument-type", key))
+        return problems
 
     def _jsonschema_check(self, schema: dict[str, Any], parameters: dict[str, Any]) -> Check | None:
         """A property the walk is not sure of, checked by jsonschema within the tool's schema
