@@ -295,12 +295,12 @@ def _blocks(stream: io.BufferedReader, size: int, may_wait: bool) -> Iterator[Li
     source that ``may_wait`` for a writer (a pipe), the whole lines there are as soon as there are
     any, so that rows flow as they come. A compressed stream cut short ends with the record that
     says so, after the whole lines read before the cut."""
-    index, line, pending, failure = 0, 1, b"", None
+    index, line, pending, failure, want = 0, 1, b"", None, size
     while True:
         parts, got = [pending], len(pending)
         eof = False
         try:
-            while got < size:
+            while got < want:
                 part = stream.read1(size)
                 if not part:
                     eof = True
@@ -314,6 +314,9 @@ def _blocks(stream: io.BufferedReader, size: int, may_wait: bool) -> Iterator[Li
         data = b"".join(parts)
         cut = len(data) if eof and failure is None else data.rfind(b"\n") + 1
         block, pending = data[:cut], data[cut:]
+        # a line longer than what was read: read twice as much before looking again, so that a
+        # huge line costs linear time, not a copy and a search per read
+        want = size if cut else 2 * len(data)
         rows = _count_rows(block, line)
         if rows:
             yield Lines(index, line, block, rows)
