@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 from glmdata import jsontext, toolschema
 from glmdata.issues import Issue
@@ -21,16 +21,30 @@ from glmdata.models import FunctionDict, MessageDict, MessagesRow
 from glmdata.repairs import JSON_CALL_START, parse_json_call
 
 SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
-    "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>",
-    "<|begin_of_video|>", "<|end_of_video|>",
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
 )
 SPECIAL_TOKEN_RE = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
-_SPECIAL_BYTES = re.compile(SPECIAL_TOKEN_RE.pattern.encode())
+_SPECIAL = re.compile(SPECIAL_TOKEN_RE.pattern.encode())  # in JSON
 _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][\w.]*\s*\}\}")
 OVERSIZED_CHARS = 32_768
 WHITESPACE_MIN_CHARS = 1_000
 WHITESPACE_SHARE = 0.5
+
+
+_ROLE, _CONTENT = itemgetter("role"), itemgetter("content")
 
 
 def tool_call(message: MessageDict) -> tuple[str, Any, str] | None:
@@ -56,19 +70,21 @@ def check_row(row: MessagesRow, calls: Mapping[int, dict] | None = None) -> list
     ``calls`` maps the index of a native call to its arguments, parsed already (the builder has
     them); a native call not in it has its content parsed here."""
     context = _Row(row, calls or {})
-    for checks, present in ((_TOOL_CHECKS, context.declared), (_TEXT_CHECKS, True), (_CALL_CHECKS, context.calls), (_TURN_CHECKS, True)):
-        if present:
-            for check in checks:
-                check(context)
+    if context.declared:
+        for check in _TOOL_CHECKS:
+            check(context)
+    for check in _TEXT_CHECKS:
+        check(context)
+    if context.calls:
+        for check in _CALL_CHECKS:
+            check(context)
+    if context.roles[-1:] != ["assistant"]:
+        for check in _ENDING_CHECKS:
+            check(context)
+    if not context.found:
+        return []
     context.found.sort(key=itemgetter(0))  # stable: within a message, in table order
     return [issue for _, issue in context.found]
-
-
-class _Call(NamedTuple):
-    name: str
-    arguments: Any  #: parsed; None when the text is not JSON
-    native: bool
-    not_json: str | None  #: why a native call's text is not JSON
 
 
 class _Row:
@@ -76,20 +92,23 @@ class _Row:
     its texts in one string (a C-speed scan of it spares most rows a look at each message), the
     tools it declares, its tool calls; and the findings so far."""
 
-    __slots__ = ("messages", "roles", "contents", "text", "declared", "tools", "calls", "found")
+    __slots__ = ("blank_systems", "calls", "contents", "declared", "found", "messages", "roles", "text", "tools")
 
     def __init__(self, row: MessagesRow, parsed: Mapping[int, dict]):
         self.messages = messages = row["messages"]
-        self.roles = roles = [message["role"] for message in messages]
-        self.contents = contents = [message["content"] for message in messages]
+        self.roles = roles = list(map(_ROLE, messages))
+        self.contents = contents = list(map(_CONTENT, messages))
         #: (message index, tool index, function, its parameters' schema) of each function tool
         self.declared: list[tuple[int, int, FunctionDict, toolschema.ToolSchema]] = []
         #: name -> (function, its parameters' schema); a name declared twice: the last declaration
         self.tools: dict[str, tuple[FunctionDict, toolschema.ToolSchema]] = {}
-        #: message index -> the call it makes
-        self.calls: dict[int, _Call] = {}
+        #: message index -> the call it makes: (name, parsed arguments or None, native?, why the
+        #: arguments of a native call are not JSON or None)
+        self.calls: dict[int, tuple[str, Any, bool, str | None]] = {}
+        #: system messages with tools and content "": they only carry the tools, as they should
+        self.blank_systems = 0
         self.found: list[tuple[int, Issue]] = []
-        names = []
+        names = []  # metadata, for `text`
         for i, message in enumerate(messages):
             if "tools" in message:
                 for k, tool in enumerate(message["tools"] or ()):
@@ -98,19 +117,22 @@ class _Row:
                         schema = toolschema.tool_schema(function.get("parameters") or {})
                         self.declared.append((i, k, function, schema))
                         self.tools[function["name"]] = function, schema
+                if message["tools"] and roles[i] == "system" and contents[i] == "":
+                    self.blank_systems += 1
             metadata = message.get("metadata")
             if metadata:
                 names.append(metadata)
-            # the cheap test first: most turns are no call of either kind
-            if roles[i] == "assistant" and (metadata or contents[i][:1] == JSON_CALL_START):
-                call = tool_call(message)
-                if call is not None:
-                    name, arguments, style = call
-                    not_json = None
-                    if style == "native":
-                        arguments, not_json = _arguments(arguments, parsed.get(i))
-                    self.calls[i] = _Call(name, arguments, style == "native", not_json)
-        self.text = "\n".join(contents + names) if names else "\n".join(contents)
+            if roles[i] != "assistant":
+                continue
+            # a call as tool_call() finds it, with its arguments parsed
+            if metadata:  # native: the name in metadata, the arguments as JSON text in content
+                arguments, text, not_json = parsed.get(i), contents[i], None
+                if arguments is None or "NaN" in text or "Infinity" in text:
+                    arguments, not_json = _arguments(text, arguments)
+                self.calls[i] = (metadata, arguments, True, not_json)
+            elif contents[i][:1] == JSON_CALL_START and (call := parse_json_call(contents[i])) is not None:
+                self.calls[i] = (call[0], call[1], False, None)
+        self.text = "\n".join(contents + names if names else contents)
 
     def add(self, i: int, code: str, path: str, message: str) -> None:
         """A finding about message ``i`` (``len(messages)``: about the whole row)."""
@@ -147,7 +169,7 @@ def _special_token_in_tools(row: _Row) -> None:
     """Special tokens in a declared tool: it is rendered into the system prompt."""
     for i, k, function, _ in row.declared:
         text = jsontext.compact(function)
-        found = _SPECIAL_BYTES.search(text) if b"<" in text or b"MASK]" in text else None  # memchr first
+        found = _SPECIAL.search(text) if b"<" in text or b"MASK]" in text else None  # memchr first
         if found:
             message = f"tool {function['name']!r} contains the special token {found.group().decode()}"
             row.add(i, "special-token", f"messages[{i}].tools[{k}].function", message)
@@ -157,21 +179,22 @@ def _special_token_in_tools(row: _Row) -> None:
 
 
 def _may_hold_special(text: str) -> bool:
-    """Every special token holds "<|", "MASK]" or "op>" (a test checks): a text without any needs
-    no regex search."""
-    return "<|" in text or "MASK]" in text or "op>" in text
+    """Every special token holds "<|" or "op>", or else "MASK]": a text without them needs no
+    regex search (test_check_special_token has each token found). One-character scans are the
+    fastest: they go first."""
+    return ("<" in text and ("<|" in text or "op>" in text)) or ("[" in text and "MASK]" in text)
 
 
 def _special_token(row: _Row) -> None:
     """Special tokens in content and in metadata (a native call's name line)."""
-    if not ("<" in row.text or "[" in row.text) or not _may_hold_special(row.text):  # one-character scans are fastest
+    if not _may_hold_special(row.text):
         return
     for i, message in enumerate(row.messages):
-        for field in ("content", "metadata"):
-            text = message.get(field)
+        for field, text in (("content", message["content"]), ("metadata", message.get("metadata"))):
             found = SPECIAL_TOKEN_RE.search(text) if text else None
             if found:
-                row.add(i, "special-token", f"messages[{i}].{field}", f"contains the special token {found.group()} at char {found.start()}")
+                what = f"contains the special token {found.group()} at char {found.start()}"
+                row.add(i, "special-token", f"messages[{i}].{field}", what)
 
 
 def _system_position(row: _Row) -> None:
@@ -186,22 +209,25 @@ def _system_position(row: _Row) -> None:
 def _empty_content(row: _Row) -> None:
     """Empty or whitespace-only content, which the template drops; but for a system message that
     only carries tools (its content is meant to be "")."""
-    if "" not in row.contents and not any(map(str.isspace, row.contents)):
+    if row.contents.count("") == row.blank_systems and not any(map(str.isspace, row.contents)):
         return
     for i, message in enumerate(row.messages):
         content = message["content"]
-        if (not content or content.isspace()) and not (content == "" and message["role"] == "system" and message.get("tools")):
+        carries_tools = content == "" and message["role"] == "system" and message.get("tools")
+        if (not content or content.isspace()) and not carries_tools:
             what = "empty" if not content else "whitespace only"
             row.add(i, "empty-content", f"messages[{i}].content", f"{message['role']} content is {what}")
 
 
 def _placeholder(row: _Row) -> None:
-    if "{" not in row.text or "{{" not in row.text:
+    if "{" not in row.text or "{{" not in row.text:  # the one-character scan is the fastest
         return
     for i, content in enumerate(row.contents):
         found = _PLACEHOLDER.search(content)
         if found:
-            row.add(i, "placeholder", f"messages[{i}].content", f"template placeholder {found.group()} left in the text")
+            row.add(
+                i, "placeholder", f"messages[{i}].content", f"template placeholder {found.group()} left in the text"
+            )
 
 
 def _oversized_or_whitespace_content(row: _Row) -> None:
@@ -215,7 +241,12 @@ def _oversized_or_whitespace_content(row: _Row) -> None:
             row.add(i, "oversized-content", f"messages[{i}].content", f"{len(content):,} characters")
         blank = len(content) - len("".join(content.split()))
         if blank > WHITESPACE_SHARE * len(content):
-            row.add(i, "whitespace-content", f"messages[{i}].content", f"{blank:,} of {len(content):,} characters are whitespace")
+            row.add(
+                i,
+                "whitespace-content",
+                f"messages[{i}].content",
+                f"{blank:,} of {len(content):,} characters are whitespace",
+            )
 
 
 # ---------------------------------------------------------------------------------------- calls
@@ -223,51 +254,60 @@ def _oversized_or_whitespace_content(row: _Row) -> None:
 
 def _call_roundtrip(row: _Row) -> None:
     """GLM-4 inference reads a native call's first line as the tool name."""
-    for i, call in row.calls.items():
-        if call.native and ("\n" in call.name or call.name != call.name.strip()):
-            row.add(i, "call-roundtrip", f"messages[{i}].metadata", f"tool name {call.name!r} would not parse back as one line")
+    for i, (name, _, native, _) in row.calls.items():
+        if native and ("\n" in name or name != name.strip()):
+            row.add(
+                i, "call-roundtrip", f"messages[{i}].metadata", f"tool name {name!r} would not parse back as one line"
+            )
 
 
 def _arguments_not_object(row: _Row) -> None:
-    for i, call in row.calls.items():
-        if call.not_json is not None:
-            row.add(i, "arguments-not-object", f"messages[{i}].content", f"call arguments are not JSON ({call.not_json})")
-        elif not isinstance(call.arguments, dict):
-            kind = type(call.arguments).__name__
+    for i, (_, arguments, _, not_json) in row.calls.items():
+        if not_json is not None:
+            row.add(i, "arguments-not-object", f"messages[{i}].content", f"call arguments are not JSON ({not_json})")
+        elif not isinstance(arguments, dict):
+            kind = type(arguments).__name__
             row.add(i, "arguments-not-object", f"messages[{i}].content", f"call arguments are a {kind}, not an object")
 
 
 def _undeclared_tool(row: _Row) -> None:
-    for i, call in row.calls.items():
-        if isinstance(call.arguments, dict) and call.name not in row.tools:
+    for i, (name, arguments, _, _) in row.calls.items():
+        if isinstance(arguments, dict) and name not in row.tools:
             declared = ", ".join(row.tools) or "none"
-            row.add(i, "undeclared-tool", f"messages[{i}]", f"call to {call.name!r}, which is not declared (declared: {declared})")
+            row.add(
+                i,
+                "undeclared-tool",
+                f"messages[{i}]",
+                f"call to {name!r}, which is not declared (declared: {declared})",
+            )
 
 
 def _arguments_against_schema(row: _Row) -> None:
     """``missing-argument``, ``unknown-argument`` and ``argument-type``: a call's arguments
     against the parameters of the tool it calls."""
-    for i, call in row.calls.items():
-        declared = row.tools.get(call.name)
-        if declared is None or not isinstance(call.arguments, dict):
+    for i, (name, arguments, _, _) in row.calls.items():
+        declared = row.tools.get(name)
+        if declared is None or not isinstance(arguments, dict):
             continue
         function, schema = declared
-        for code, key in schema.check_arguments(call.arguments):
+        for code, key in schema.check_arguments(arguments):
             if code == "missing-argument":
-                row.add(i, code, f"messages[{i}]", f"call to {call.name!r} lacks required argument {key!r}")
+                row.add(i, code, f"messages[{i}]", f"call to {name!r} lacks required argument {key!r}")
             elif code == "unknown-argument":
-                row.add(i, code, f"messages[{i}]", f"call to {call.name!r} passes {key!r}, which the tool does not declare")
+                row.add(i, code, f"messages[{i}]", f"call to {name!r} passes {key!r}, which the tool does not declare")
             else:
-                value = jsontext.dumps(call.arguments[key])[:60]
-                text = jsontext.dumps(function["parameters"]["properties"][key])[:80]  # this row's, its own description in
+                value = jsontext.dumps(arguments[key])[:60]
+                text = jsontext.dumps(function["parameters"]["properties"][key])[
+                    :80
+                ]  # this row's, its own description in
                 row.add(i, code, f"messages[{i}].{key}", f"{key}={value} does not match {text}")
 
 
 def _call_without_observation(row: _Row) -> None:
     last = len(row.roles) - 1
-    for i, call in row.calls.items():
+    for i, (name, _, _, _) in row.calls.items():
         if i == last or row.roles[i + 1] != "observation":
-            row.add(i, "call-without-observation", f"messages[{i}]", f"call to {call.name!r} has no observation after it")
+            row.add(i, "call-without-observation", f"messages[{i}]", f"call to {name!r} has no observation after it")
 
 
 def _observation_without_call(row: _Row) -> None:
@@ -294,8 +334,9 @@ def _not_ending_assistant(row: _Row) -> None:
         row.add(last, "not-ending-assistant", f"messages[{last}]", f"conversation ends with {row.roles[last]}")
 
 
-# The checks, in the order their findings come out within one message; a group runs only on rows
-# that have what it checks (tools declared, calls made).
+# The checks, in the order their findings come out within one message (check_row runs them in
+# this order); a group runs only on rows that have what it checks: tools declared, calls made, a
+# last turn that is not the assistant's.
 _TOOL_CHECKS: tuple[Callable[[_Row], None], ...] = (_invalid_tool_schema, _special_token_in_tools)
 _TEXT_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _special_token,
@@ -303,6 +344,7 @@ _TEXT_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _empty_content,
     _placeholder,
     _oversized_or_whitespace_content,
+    _observation_without_call,
 )
 _CALL_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _call_roundtrip,
@@ -311,4 +353,4 @@ _CALL_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _arguments_against_schema,
     _call_without_observation,
 )
-_TURN_CHECKS: tuple[Callable[[_Row], None], ...] = (_observation_without_call, _no_assistant, _not_ending_assistant)
+_ENDING_CHECKS: tuple[Callable[[_Row], None], ...] = (_no_assistant, _not_ending_assistant)

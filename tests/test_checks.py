@@ -17,8 +17,19 @@ from glmdata.report import Report
 
 # Codes that are not checks on a converted conversation: reading, source schema, repairs.
 NOT_CHECKS = {
-    "invalid-json", "invalid-utf8", "not-an-object", "unknown-format", "truncated-input", "schema", "unknown-role",
-    "tools-not-list", "tools-invalid-json", "bad-tool", "bad-call", "disabled-repair", "inferred-schema",
+    "invalid-json",
+    "invalid-utf8",
+    "not-an-object",
+    "unknown-format",
+    "truncated-input",
+    "schema",
+    "unknown-role",
+    "tools-not-list",
+    "tools-invalid-json",
+    "bad-tool",
+    "bad-call",
+    "disabled-repair",
+    "inferred-schema",
 }
 CHECK_CODES = sorted(set(CODES) - NOT_CHECKS)
 
@@ -55,13 +66,13 @@ def with_messages(row: dict, **changes: dict) -> dict:
 
 
 def test_every_check_code_has_a_test() -> None:
-    tested = {name[len("test_check_"):].replace("_", "-") for name in globals() if name.startswith("test_check_")}
+    tested = {name[len("test_check_") :].replace("_", "-") for name in globals() if name.startswith("test_check_")}
     assert tested == set(CHECK_CODES)
 
 
 def test_every_other_code_is_asserted_in_another_test_file() -> None:
     """Reading, schema and repair codes are tested where they arise (test_io, test_repairs, ...)."""
-    assert NOT_CHECKS <= set(CODES)
+    assert set(CODES) >= NOT_CHECKS
     here = Path(__file__).resolve()
     text = "".join(p.read_text(encoding="utf-8") for p in here.parent.glob("test_*.py") if p != here)
     assert [code for code in sorted(NOT_CHECKS) if f'"{code}"' not in text] == []
@@ -69,22 +80,33 @@ def test_every_other_code_is_asserted_in_another_test_file() -> None:
 
 # ---------------------------------------------------------------------------------------- errors
 
+
 def test_check_empty_content() -> None:
     assert_fires(chat_row("hi", ""), "empty-content", "messages[1].content")
     result = assert_fires(chat_row("   \n", "hello"), "empty-content", "messages[0].content")
     assert "whitespace only" in result.issues[0].message
-    assert_fires({"messages": [msg("system", ""), msg("user", "hi"), msg("assistant", "hello")]}, "empty-content", "messages[0].content")
+    assert_fires(
+        {"messages": [msg("system", ""), msg("user", "hi"), msg("assistant", "hello")]},
+        "empty-content",
+        "messages[0].content",
+    )
     assert_clean(chat_row("hi", "hello"))
     # the one empty message the template is meant to get: a system message that only carries tools
     assert tool_row()["messages"][0]["content"] == ""
     assert_clean(tool_row())
     # ... but whitespace there is not empty, and renders as a second system block
-    assert_fires(with_messages(tool_row(), m0={"role": "system", "content": " ", "tools": [tool()]}), "empty-content", "messages[0].content")
+    assert_fires(
+        with_messages(tool_row(), m0={"role": "system", "content": " ", "tools": [tool()]}),
+        "empty-content",
+        "messages[0].content",
+    )
 
 
 def test_check_no_assistant() -> None:
     assert_fires({"messages": [msg("user", "hi")]}, "no-assistant", "messages")
-    assert_fires({"messages": [msg("system", "be nice"), msg("user", "hi"), msg("user", "anyone?")]}, "no-assistant", "messages")
+    assert_fires(
+        {"messages": [msg("system", "be nice"), msg("user", "hi"), msg("user", "anyone?")]}, "no-assistant", "messages"
+    )
     assert_clean(chat_row("hi", "hello"))
 
 
@@ -93,7 +115,11 @@ def test_check_observation_without_call() -> None:
     prose = with_messages(tool_row(), m2=msg("assistant", 'Let me check.\nget_weather: {"location": "Beijing"}'))
     result = assert_fires(prose, "observation-without-call", "messages[3]")
     assert "follows assistant" in result.issues[0].message
-    assert_fires({"messages": [msg("observation", "sunny"), msg("assistant", "It is sunny.")]}, "observation-without-call", "messages[0]")
+    assert_fires(
+        {"messages": [msg("observation", "sunny"), msg("assistant", "It is sunny.")]},
+        "observation-without-call",
+        "messages[0]",
+    )
     assert_clean(tool_row())
 
 
@@ -126,7 +152,9 @@ def test_check_arguments_not_object(content: str) -> None:
 )
 def test_check_invalid_tool_schema(parameters: dict) -> None:
     bad = {"type": "function", "function": {"name": "get_weather", "description": "w", "parameters": parameters}}
-    row = {"messages": [{"role": "system", "content": "", "tools": [bad]}, msg("user", "hi"), msg("assistant", "hello")]}
+    row = {
+        "messages": [{"role": "system", "content": "", "tools": [bad]}, msg("user", "hi"), msg("assistant", "hello")]
+    }
     result = assert_fires(row, "invalid-tool-schema", "messages[0].tools[0].function.parameters")
     assert "'get_weather'" in result.issues[0].message
     assert_clean(with_messages(row, m0={"role": "system", "content": "", "tools": [tool()]}))
@@ -147,7 +175,6 @@ def test_check_special_token(token: str) -> None:
     assert ("special-token", "messages[2].metadata") in found(result) and result.rejected
     assert_clean(tool_row())
     assert_clean(chat_row("say <|usr|> and [MAS K] and <sop >", "fine"))  # near misses are text
-    assert checks._may_hold_special(token)  # the scan that decides whether to search
 
 
 def test_check_call_roundtrip() -> None:
@@ -160,12 +187,15 @@ def test_check_call_roundtrip() -> None:
 
 # ---------------------------------------------------------------------------------------- warnings
 
+
 def _schema_tool() -> dict:
     return tool(properties={"location": {"type": "string"}, "days": {"type": "integer"}}, required=["location"])
 
 
 def test_check_missing_argument() -> None:
-    result = assert_fires(with_messages(tool_row(_schema_tool()), m2=call(arguments={"days": 3})), "missing-argument", "messages[2]")
+    result = assert_fires(
+        with_messages(tool_row(_schema_tool()), m2=call(arguments={"days": 3})), "missing-argument", "messages[2]"
+    )
     assert "'location'" in result.issues[0].message
     assert_clean(with_messages(tool_row(_schema_tool()), m2=call(arguments={"location": "Beijing"})))
 
@@ -192,8 +222,12 @@ def _with_parameters(parameters: dict, arguments: dict) -> dict:
 
 def test_argument_types_follow_refs_into_defs() -> None:
     """Generated tool schemas (pydantic, OpenAI SDKs) put enums in $defs and point at them."""
-    parameters = {"type": "object", "$defs": {"Unit": {"type": "string", "enum": ["C", "F"]}},
-                  "properties": {"unit": {"$ref": "#/$defs/Unit"}}, "required": ["unit"]}
+    parameters = {
+        "type": "object",
+        "$defs": {"Unit": {"type": "string", "enum": ["C", "F"]}},
+        "properties": {"unit": {"$ref": "#/$defs/Unit"}},
+        "required": ["unit"],
+    }
     assert_fires(_with_parameters(parameters, {"unit": "K"}), "argument-type", "messages[2].unit")
     assert_clean(_with_parameters(parameters, {"unit": "C"}))
 
@@ -283,7 +317,8 @@ def test_check_whitespace_content() -> None:
     """Row 150 of glaive_toolcall_zh_1k: a table padded with 62,853 spaces."""
     padded = "| a |" + " " * 1000 + "| b |"
     result = assert_fires(chat_row(padded, "ok"), "whitespace-content", "messages[0].content")
-    assert "1,004 of 1,010 characters are whitespace" in result.issues[0].message  # the padding and the 4 spaces in "| a |", "| b |"
+    # the padding and the 4 spaces in "| a |", "| b |"
+    assert "1,004 of 1,010 characters are whitespace" in result.issues[0].message
     assert_clean(chat_row("word " * 300, "ok"))  # ordinary text: 20% spaces
     assert_clean(chat_row("x" + " " * 900, "ok"))  # short padding is not worth a warning
 
@@ -319,11 +354,17 @@ def test_strict_rejects_duplicates() -> None:
 
 
 def test_clean_samples_have_no_findings() -> None:
-    for name in ("advertisegen_messages_sample.jsonl", "alpaca_en_sample.json", "alpaca_zh_sample.json", "openai_toolcall_sample.jsonl"):
+    for name in (
+        "advertisegen_messages_sample.jsonl",
+        "alpaca_en_sample.json",
+        "alpaca_zh_sample.json",
+        "openai_toolcall_sample.jsonl",
+    ):
         assert [r.issues for r in convert_file(DATA / name) if r.issues] == [], name
 
 
 # ---------------------------------------------------------------------------------------- real data (FIELD_NOTES §5)
+
 
 @pytest.fixture(scope="module")
 def glaive_1k() -> list[Result]:
@@ -372,7 +413,10 @@ def test_glaive_1k_arguments_against_the_schema(glaive_1k: list[Result]) -> None
 def test_glaive_1k_padded_row_150(glaive_1k: list[Result]) -> None:
     result = glaive_1k[150]
     assert result.ok
-    assert found(result) == [("oversized-content", "messages[0].content"), ("whitespace-content", "messages[0].content")]
+    assert found(result) == [
+        ("oversized-content", "messages[0].content"),
+        ("whitespace-content", "messages[0].content"),
+    ]
     assert "of 62,926 characters" in result.issues[1].message
     assert _rows_with(glaive_1k, "whitespace-content") == [150]
 
@@ -406,126 +450,8 @@ def test_llamafactory_demo_defects(name: str, code: str, count: int) -> None:
         assert report.rejected == count
 
 
-# ---------------------------------------------------------------- the plain-Python schema check
+# ---------------------------------------------------------------- tool schemas in rows (toolschema has the rest)
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-_values = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False), st.sampled_from(["string", "object", "str", "", "a"]),
-    st.lists(st.sampled_from(["string", "integer", "a", "a"]), max_size=3),
-)
-_keywords = st.sampled_from([
-    "type", "description", "title", "format", "enum", "examples", "required", "minLength", "maximum", "default",
-    "const", "pattern", "$ref", "anyOf", "items", "properties", "additionalProperties",
-])
-_schemas = st.recursive(
-    st.dictionaries(_keywords, _values, max_size=4),
-    lambda inner: st.one_of(
-        st.dictionaries(_keywords, st.one_of(_values, inner, st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)), max_size=4),
-    ),
-    max_leaves=8,
-)
-
-
-def _plainly_valid(schema) -> bool:
-    """The plain check is sure the schema is valid: no error, no doubt."""
-    errors: list = []
-    return checks._plain_errors(schema, "", errors) and not errors
-
-
-@settings(max_examples=400, deadline=None)
-@given(_schemas)
-def test_plainly_valid_never_passes_a_schema_jsonschema_rejects(schema):
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    if _plainly_valid(schema):
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            pytest.fail(f"plainly valid, but jsonschema says: {exc.message}")
-
-
-@settings(max_examples=600, deadline=None)
-@given(_schemas)
-def test_a_plain_schema_error_is_the_one_jsonschema_reports(schema):
-    """Where the plain check is sure of a schema's one error, jsonschema reports that error, at
-    that place, in those words; the walk never needs jsonschema for it (nor imports it)."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    errors: list = []
-    if not checks._plain_errors(schema, "", errors) or len(errors) != 1:
-        return
-    with pytest.raises(SchemaError) as raised:
-        Draft202012Validator.check_schema(schema)
-    assert ("/".join(map(str, raised.value.path)), raised.value.message) == errors[0]
-
-
-def test_plainly_valid_covers_the_usual_tool_schema_and_defers_the_rest():
-    usual = {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string", "description": "城市"},
-            "days": {"type": ["integer", "null"], "minimum": 1, "default": 3},
-            "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
-        },
-        "required": ["city"],
-        "additionalProperties": False,
-    }
-    assert _plainly_valid(usual)
-    assert not _plainly_valid({"type": "object", "required": ["a", "a"]})
-    assert not _plainly_valid({"type": "object", "pattern": "("})  # regex format: jsonschema decides
-    assert checks._problem({"type": "object", "required": ["a", "a"]}) == "not a valid JSON Schema at required: ['a', 'a'] has non-unique elements"
-    # Glaive's one broken declaration: required given per shape, inside a property
-    broken = {"type": "object", "properties": {"dimensions": {"type": "object", "required": {"circle": ["radius"]}}}}
-    assert checks._problem(broken) == "not a valid JSON Schema at properties/dimensions/required: {'circle': ['radius']} is not of type 'array'"
-    assert checks._problem({"type": "object", "required": 5, "description": 3}).startswith("not a valid JSON Schema at required: ")  # two errors: jsonschema picks
-
-
-_type_names = st.sampled_from(["string", "integer", "number", "boolean", "array", "object", "null"])
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([1.0, 0.5, -2.0]), st.sampled_from(["a", "b", ""]))
-_argument_schemas = st.recursive(
-    st.fixed_dictionaries({}, optional={
-        "type": st.one_of(_type_names, st.lists(_type_names, min_size=1, max_size=2, unique=True)),
-        "enum": st.lists(_scalars, max_size=3),
-        "description": st.just("d"),
-        "format": st.just("date"),
-    }) | st.booleans(),
-    lambda inner: st.fixed_dictionaries({}, optional={
-        "type": _type_names,
-        "items": inner,
-        "properties": st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2),
-        "required": st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True),
-        "additionalProperties": inner,
-    }),
-    max_leaves=6,
-)
-_arguments = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3), max_leaves=8)
-
-
-@settings(max_examples=500, deadline=None)
-@given(_argument_schemas, _arguments)
-def test_simple_checker_agrees_with_jsonschema(schema, value):
-    from jsonschema import Draft202012Validator
-
-    check = checks._simple_checker(schema)
-    if check is not None:
-        assert check(value) == Draft202012Validator(schema).is_valid(value), (schema, value)
-
-
-def test_simple_checker_covers_nested_objects_and_formats():
-    point = {"type": "object", "properties": {"lat": {"type": "number"}, "lng": {"type": "number"}}, "required": ["lat"]}
-    check = checks._simple_checker({"type": "array", "items": point})
-    assert check([{"lat": 1, "lng": 2.5}]) and not check([{"lng": 2}]) and not check([{"lat": "1"}])
-    assert checks._simple_checker({"type": "string", "format": "date"})("not a date")  # format is an annotation here
-    assert checks._simple_checker({"enum": [1, "a"]})(1.0) and not checks._simple_checker({"enum": [1]})(True)
-    assert checks._simple_checker({"type": "string", "pattern": "^a"}) is None  # jsonschema decides
-    assert checks._simple_checker({"enum": ["C", "F"]})("C") and not checks._simple_checker({"enum": ["C", "F"]})(1)
-
-
-# ---------------------------------------------------------------- tools that differ only in descriptions
 
 def _described(description: str, properties: dict) -> dict:
     declared = tool(properties=properties, required=[], description=description)
@@ -533,39 +459,63 @@ def _described(description: str, properties: dict) -> dict:
     return declared
 
 
-def test_tools_that_differ_only_in_descriptions_share_one_set_up():
-    """Descriptions vary row by row in real data (translations, replicas); names and schemas
-    repeat. The checks of a tool are set up once per shape, not once per description."""
-    properties = {"location": {"type": "string", "description": "city"}, "days": {"type": "integer"}}
-    first, second = (_described(d, properties)["function"] for d in ('天气 "quoted" \\ back', "weather"))
-    assert checks._tool(json.dumps(first, ensure_ascii=False, separators=(",", ":")).encode()) is checks._tool(
-        json.dumps(second, ensure_ascii=False, separators=(",", ":")).encode()
+def test_a_finding_quotes_the_rows_own_schema() -> None:
+    """Tools that differ only in descriptions share what their schema says; a finding still
+    quotes the row's own property schema, with its own description."""
+    first = with_messages(
+        tool_row(_described("first", {"days": {"type": "integer", "description": "OTHER"}})),
+        m2=call(arguments={"days": 3}),
     )
-    # a finding quotes the row's own schema, not the one the set-up was made from
-    row = with_messages(tool_row(_described("second", {"days": {"type": "integer", "description": "how many days"}})), m2=call(arguments={"days": "3"}))
-    convert(with_messages(tool_row(_described("first", {"days": {"type": "integer", "description": "OTHER"}})), m2=call(arguments={"days": 3})))
-    assert "how many days" in assert_fires(row, "argument-type", "messages[2].days").issues[0].message
+    assert_clean(first)
+    second = with_messages(
+        tool_row(_described("second", {"days": {"type": "integer", "description": "how many days"}})),
+        m2=call(arguments={"days": "3"}),
+    )
+    result = assert_fires(second, "argument-type", "messages[2].days")
+    assert result.issues[0].message == 'days="3" does not match {"type": "integer", "description": "how many days"}'
 
 
-def test_a_description_that_is_a_property_is_not_taken_for_one():
+def test_a_description_that_is_a_property_is_not_taken_for_one() -> None:
     """``properties: {"description": ...}`` names a parameter: its schema counts, whatever the text."""
-    assert_clean(with_messages(tool_row(tool(properties={"description": {"type": "string"}})), m2=call(arguments={"description": "x"})))
+    named = tool_row(tool(properties={"description": {"type": "string"}}))
+    assert_clean(with_messages(named, m2=call(arguments={"description": "x"})))
     broken = tool_row(tool(properties={"description": "a string"}, required=[]))
     assert "invalid-tool-schema" in codes(convert(broken))
-    assert_fires(with_messages(tool_row(tool(properties={"description": {"type": "string"}})), m2=call(arguments={"description": 3})), "argument-type", "messages[2].description")
+    wrong = with_messages(named, m2=call(arguments={"description": 3}))
+    assert_fires(wrong, "argument-type", "messages[2].description")
 
 
-@settings(max_examples=300, deadline=None)
-@given(_argument_schemas, _arguments, st.text(max_size=6), st.text(max_size=6))
-def test_findings_do_not_depend_on_which_description_was_seen_first(schema, value, first, second):
-    def findings(description: str) -> list[tuple[str, str, str]]:
-        # a description inside a const is a value to match, not an annotation
-        properties = {"a": schema, "b": {"const": {"description": description}}}
-        row = with_messages(tool_row(_described(description, properties)), m2=call(arguments={"a": value, "b": {"description": second}}))
-        return [(i.code, i.path, i.message) for i in convert(row).issues]
+def test_findings_come_out_message_by_message() -> None:
+    """Within a message, in the order of the checks; messages in order; the row's last."""
+    messages = [
+        msg("user", "hi [gMASK] {{name}}"),
+        msg("system", ""),
+        call("get_time", {"x": 1}),
+        msg("user", "x" * (checks.OVERSIZED_CHARS + 1)),
+    ]
+    found_ = [(i.code, i.path) for i in checks.check_row({"messages": messages})]
+    assert found_ == [
+        ("special-token", "messages[0].content"),
+        ("placeholder", "messages[0].content"),
+        ("system-position", "messages[1]"),
+        ("empty-content", "messages[1].content"),
+        ("undeclared-tool", "messages[2]"),
+        ("call-without-observation", "messages[2]"),
+        ("oversized-content", "messages[3].content"),
+        ("not-ending-assistant", "messages[3]"),
+    ]
 
-    checks._TOOLS.clear()
-    expected = findings(second)
-    checks._TOOLS.clear()
-    findings(first)
-    assert findings(second) == expected
+
+def test_parsed_arguments_are_taken_as_given() -> None:
+    """The builder has a native call's arguments parsed: check_row takes them, and parses the
+    content of a call it is not given (or one whose text holds NaN, which is not JSON)."""
+    row = with_messages(tool_row(_schema_tool()), m2=call(arguments={"location": "Beijing"}))
+    assert checks.check_row(row) == []
+    assert [i.code for i in checks.check_row(row, {2: {"days": 3}})] == ["missing-argument"]
+    nan = with_messages(tool_row(_schema_tool()), m2=call(arguments='{"location": NaN}'))
+    for given in (None, {2: {"location": float("nan")}}):
+        [issue] = checks.check_row(nan, given)
+        assert (issue.code, issue.path, issue.message) == (
+            "arguments-not-object", "messages[2].content", "call arguments are not JSON (NaN is not a JSON value)"
+        )  # fmt: skip
+    assert checks.check_row(with_messages(tool_row(), m2=call(arguments={"location": "NaN, Infinity"}))) == []

@@ -190,7 +190,7 @@ def test_from_forces_the_format() -> None:
 def test_from_resolves_aliases_and_refuses_unknown_names() -> None:
     assert Options(from_format="Glaive").from_format == "sharegpt"
     assert Options(from_format="chatml").from_format == "openai"
-    with pytest.raises(ValueError, match="unknown format 'yaml'; known: messages, openai, sharegpt, chatglm3, alpaca"):
+    with pytest.raises(ValueError, match="unknown format 'yaml'; known formats: messages, openai, sharegpt, chatglm3, alpaca"):
         Options(from_format="yaml")
 
 
