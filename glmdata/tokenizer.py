@@ -110,12 +110,12 @@ def _load_tokenizer_json(directory: Path) -> Any:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception:  # noqa: BLE001 - whatever AutoTokenizer refuses, the plain class is tried
+    except Exception:
         # AutoTokenizer refuses configs naming a remote-code class (auto_map) without
         # trust_remote_code; tokenizer.json alone is enough for the fast tokenizer.
         try:
             tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
-        except Exception as e:  # noqa: BLE001 - one line for the user, not a library traceback
+        except Exception as e:  # one line for the user, not a library traceback
             raise TokenizerError(f"cannot load the tokenizer in {directory}: {type(e).__name__}: {e}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise TokenizerError(
@@ -258,7 +258,7 @@ def tiktoken_encoding(tokenizer: Any) -> Any | None:
                 mergeable_ranks=ranks,
                 special_tokens={t["content"]: i for i, t in source.specials},
             )
-        except Exception:  # noqa: BLE001 - unreadable now, or tiktoken refuses it: use the tokenizer
+        except Exception:  # unreadable now, or tiktoken refuses it: use the tokenizer
             return None
         _TIKTOKEN_ENCODINGS[source.key] = encoding
     return encoding
@@ -270,7 +270,7 @@ def _convert_tiktoken(model_file: Path, pattern: str, specials: list[tuple[int, 
 
     try:
         backend = TikTokenConverter(vocab_file=str(model_file), pattern=pattern).converted()
-    except Exception as e:  # noqa: BLE001 - one line for the user, not a library traceback
+    except Exception as e:  # one line for the user, not a library traceback
         raise TokenizerError(f"cannot convert {model_file} (tiktoken vocabulary): {type(e).__name__}: {e}") from None
     vocab_size = backend.get_vocab_size(with_added_tokens=False)
     expected = list(range(vocab_size, vocab_size + len(specials)))

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from tiny_tokenizer import GLM4_PAT_STR, OFFICIAL_TEMPLATE, build_tiny_tokenizer, conversations, write_tiktoken_dir
 
 from glmdata.masks import (
+    GLM4_CONTROL_TOKENS,
     IGNORE_INDEX,
     MaskError,
     TruncationReport,
@@ -73,7 +74,7 @@ def demo_process_batch(tokenizer, conversation, combine=False):
             loss_masks += [loss_mask_val] * len(new_input_ids)
     input_ids.append(USER)  # EOS for chat
     loss_masks = [False, *loss_masks]
-    labels = [token if mask else X for token, mask in zip(input_ids, loss_masks)]
+    labels = [token if mask else X for token, mask in zip(input_ids, loss_masks, strict=True)]
     return input_ids, labels
 
 
@@ -192,7 +193,7 @@ def assert_masks_match_spans(tokenizer, rendered: Rendered, out: dict) -> None:
     assert encoding["input_ids"] == out["input_ids"]
     covered = set()
     for (start, end), label, mask, token in zip(
-        encoding["offset_mapping"], out["labels"], out["assistant_masks"], out["input_ids"]
+        encoding["offset_mapping"], out["labels"], out["assistant_masks"], out["input_ids"], strict=True
     ):
         inside = any(a <= start and end <= b for a, b in rendered.spans)
         assert inside == (label != X) == bool(mask)
@@ -257,7 +258,7 @@ def assert_consistent_with_transformers(tokenizer, messages):
     assert ours["input_ids"][: len(ids)] == ids and len(ours["input_ids"]) == len(ids) + 1
     encoding = tokenizer(render_spans(messages).text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = encoding["offset_mapping"]
-    for i, (mine, hf) in enumerate(zip(ours["assistant_masks"], theirs)):
+    for i, (mine, hf) in enumerate(zip(ours["assistant_masks"], theirs, strict=False)):
         if mine != hf:
             assert mine == 1 and hf == 0 and i > 0 and offsets[i] == offsets[i - 1], (i, offsets[i])
 
@@ -337,7 +338,7 @@ def test_tokenizer_without_glm4_special_tokens_is_refused():
 def test_span_edge_off_a_special_token_is_refused():
     rendered = render_spans(EXAMPLE)
     # A span edge in the middle of the [gMASK] token.
-    with pytest.raises(MaskError, match="character 3 .*not the edge of a special token"):
+    with pytest.raises(MaskError, match=r"character 3 .*not the edge of a special token"):
         encode_rendered(Rendered(rendered.text, [(3, 20)]), tiny())
     with pytest.raises(MaskError, match="not the edge of a special token"):
         encode_rendered(Rendered(rendered.text, [(0, 3)]), tiny())
@@ -380,7 +381,7 @@ def test_tokenizer_that_encodes_pieces_differently_alone_is_refused():
     vocab = {"<unk>": 0, "▁": 1} | {chr(i): i for i in range(32, 127)}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
-    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in GLM4_TAGS])
+    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in GLM4_CONTROL_TOKENS])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
     text = "<|user|>hi"
     assert tokenizer(text, add_special_tokens=False)["input_ids"] != (
@@ -391,9 +392,6 @@ def test_tokenizer_that_encodes_pieces_differently_alone_is_refused():
         tokenize(EXAMPLE, tokenizer)
 
 
-GLM4_TAGS = ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
-
-
 def test_padding_and_truncation_left_by_an_earlier_call_do_not_apply():
     tokenizer = build_tiny_tokenizer()
     tokenizer(["a", "abc"], padding=True)
@@ -401,6 +399,7 @@ def test_padding_and_truncation_left_by_an_earlier_call_do_not_apply():
     assert tokenizer.backend_tokenizer.truncation is not None  # left set by the tokenizer's own call
     assert tokenize(EXAMPLE, tokenizer)["input_ids"] == EXAMPLE_IDS
     tokenizer(["a", "abc"], padding=True)
+    assert tokenizer.backend_tokenizer.padding is not None
     assert tokenize(EXAMPLE, tokenizer)["input_ids"] == EXAMPLE_IDS
 
 
@@ -420,13 +419,13 @@ def whole_text_reference(tokenizer, rendered: Rendered) -> tuple[list[int], list
     if encoding is not None:
         ids = encoding.encode(text, allowed_special="all")
         ends = list(accumulate(len(encoding.decode_single_token_bytes(t)) for t in ids))
-        offsets = list(zip([0, *ends[:-1]], ends))
+        offsets = list(zip([0, *ends[:-1]], ends, strict=True))
         spans = [(len(text[:a].encode()), len(text[:b].encode())) for a, b in spans]
     else:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     labels = []
-    for token, (start, end) in zip(ids, offsets):
+    for token, (start, end) in zip(ids, offsets, strict=True):
         if any(start < edge < end for span in spans for edge in span):
             raise MaskError(f"the token at {start}..{end} crosses a span edge")
         labels.append(token if any(a <= start and end <= b for a, b in spans) else X)
@@ -493,7 +492,7 @@ def every_row() -> dict[str, list[Rendered]]:
 def assert_same_as_whole_text(tokenizer, rendered: list[Rendered]) -> None:
     out = encode_batch(rendered, tokenizer)
     differing = []
-    for index, (row, r) in enumerate(zip(out, rendered)):
+    for index, (row, r) in enumerate(zip(out, rendered, strict=True)):
         if (row["input_ids"], row["labels"]) != whole_text_reference(tokenizer, r):
             differing.append(index)
         assert row["assistant_masks"] == [int(label != X) for label in row["labels"]]

@@ -10,6 +10,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_tokenizer import (
@@ -25,7 +26,6 @@ from tiny_tokenizer import (
 import glmdata.tokenizer as tokenizer_module
 from glmdata.tokenizer import TokenizerError, cache_dir, load_tokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 GLM4_DIR = SHARED / "tokenizer" / "glm-4-9b-chat"
 needs_glm4 = pytest.mark.skipif(not GLM4_DIR.is_dir(), reason="../shared/tokenizer/glm-4-9b-chat not present")
 
@@ -246,7 +246,7 @@ def test_glm4_encodes_like_tiktoken_on_rendered_rows():
     ]
     ours = glm4()(texts, add_special_tokens=False)["input_ids"]
     reference = glm4_tiktoken().encode_batch(texts, allowed_special="all")
-    assert [i for i, (a, b) in enumerate(zip(ours, reference)) if a != b] == []
+    assert [i for i, (a, b) in enumerate(zip(ours, reference, strict=True)) if a != b] == []
 
 
 @needs_glm4
