@@ -50,7 +50,11 @@ def to_openai(row: dict) -> dict:
     for role, value in _calls(row):
         if role == "function_call":
             n += 1
-            call = {"id": f"call_{n}", "type": "function", "function": {"name": value["name"], "arguments": json.dumps(value["arguments"], ensure_ascii=False)}}
+            call = {
+                "id": f"call_{n}",
+                "type": "function",
+                "function": {"name": value["name"], "arguments": json.dumps(value["arguments"], ensure_ascii=False)},
+            }
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif role == "observation":
             messages.append({"role": "tool", "tool_call_id": f"call_{n}", "content": value})
@@ -71,9 +75,23 @@ def to_arrow_messages(rows: list[dict]) -> list[dict]:
             messages.append({"role": "system", "content": "", "tools": tools, "metadata": None})
         for role, value in _calls(row):
             if role == "function_call":
-                messages.append({"role": "assistant", "content": json.dumps(value["arguments"], ensure_ascii=False), "tools": None, "metadata": value["name"]})
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": json.dumps(value["arguments"], ensure_ascii=False),
+                        "tools": None,
+                        "metadata": value["name"],
+                    }
+                )
             else:
-                messages.append({"role": {"human": "user", "gpt": "assistant"}.get(role, role), "content": value, "tools": None, "metadata": None})
+                messages.append(
+                    {
+                        "role": {"human": "user", "gpt": "assistant"}.get(role, role),
+                        "content": value,
+                        "tools": None,
+                        "metadata": None,
+                    }
+                )
         out.append({"messages": messages})
     return out
 
@@ -88,7 +106,9 @@ def main() -> None:
     for name, take in (("alpaca_zh_demo", 20), ("alpaca_en_demo", 20), ("identity", 8)):
         rows = json.loads((SHARED / f"data/llamafactory/{name}.json").read_text(encoding="utf-8"))
         dump_array(rows[:take], f"{name.replace('_demo', '')}_sample.json")
-    lines = (SHARED / "reference/glm4_finetune_demo/data/AdvertiseGen_dev.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (
+        (SHARED / "reference/glm4_finetune_demo/data/AdvertiseGen_dev.jsonl").read_text(encoding="utf-8").splitlines()
+    )
     (DATA / "advertisegen_messages_sample.jsonl").write_text("\n".join(lines[:20]) + "\n", encoding="utf-8")
 
 

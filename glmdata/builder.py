@@ -20,7 +20,7 @@ class MessagesBuilder:
     ``calls`` maps the index (in the built row) of each native tool call to its arguments object,
     parsed once here and kept for the checks, which need not parse the content again."""
 
-    __slots__ = ("fx", "call_style", "messages", "tools", "tools_path", "calls")
+    __slots__ = ("call_style", "calls", "fx", "messages", "tools", "tools_path")
 
     def __init__(self, fx: Fixer, call_style: str = "native"):
         self.fx = fx
@@ -30,7 +30,9 @@ class MessagesBuilder:
         self.tools_path = ""
         self.calls: dict[int, dict[str, Any]] = {}
 
-    def add(self, role: str, content: str, *, loss: bool | None = None, metadata: str | None = None, path: str | None = None) -> None:
+    def add(
+        self, role: str, content: str, *, loss: bool | None = None, metadata: str | None = None, path: str | None = None
+    ) -> None:
         """Append a message. Given ``path`` (where the text is in the source row), an assistant
         message that holds a tool call in the other call style is rewritten in the configured one
         (the ``call-style`` repair), whatever format it came from: so every output row has its

@@ -15,8 +15,8 @@ import re
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Literal
 
 import orjson
@@ -58,10 +58,14 @@ class Options:
             except KeyError:
                 known = ", ".join(formats.format_names())
                 aliases = ", ".join(formats.ALIASES)
-                raise ValueError(f"unknown format {self.from_format!r}; known formats: {known} (aliases: {aliases})") from None
+                raise ValueError(
+                    f"unknown format {self.from_format!r}; known formats: {known} (aliases: {aliases})"
+                ) from None
 
 
-def convert_row(value: Any, options: Options = Options(), *, index: int = 0, line: int | None = None, raw: bytes | None = None) -> Result:
+def convert_row(
+    value: Any, options: Options = Options(), *, index: int = 0, line: int | None = None, raw: bytes | None = None
+) -> Result:
     """Convert one parsed row. Never raises for bad data: problems are in ``result.issues``."""
     result = Result(index, line, raw if raw is not None else b"")
     if not isinstance(value, dict):
@@ -90,7 +94,9 @@ def convert_row(value: Any, options: Options = Options(), *, index: int = 0, lin
     except RecursionError:
         result.issues.append(Issue("schema", "row", "nested too deeply to be a chat row"))
     result.repairs = fx.applied
-    result.rejected = result.row is None or (bool(result.issues) and (options.strict or any(i.severity == "error" for i in result.issues)))
+    result.rejected = result.row is None or (
+        bool(result.issues) and (options.strict or any(i.severity == "error" for i in result.issues))
+    )
     return result
 
 
@@ -108,7 +114,13 @@ def _encode(row: MessagesRow) -> bytes:
         found = _find_surrogate(row, "")
         if found is not None:
             path, char = found
-            raise RowError(Issue("invalid-json", path or "row", f"the escape \\u{ord(char):04x} is half a surrogate pair, not a character; no UTF-8 file can hold it")) from None
+            raise RowError(
+                Issue(
+                    "invalid-json",
+                    path or "row",
+                    f"the escape \\u{ord(char):04x} is half a surrogate pair, not a character; no UTF-8 file can hold it",
+                )
+            ) from None
         return compact(row)
 
 
@@ -233,7 +245,7 @@ class _ReadAhead:
                 if self._stop.is_set():
                     return
             self._queue.put(self._END)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
+        except BaseException as exc:
             self._queue.put(exc)
 
     def next(self, wait: bool) -> Any:

@@ -97,7 +97,9 @@ def _layout(stream: io.BufferedReader) -> tuple[str | Record, io.BufferedReader]
     return ("array" if first == b"[" else "jsonl"), stream
 
 
-def _not_jsonl(layout: str | Record, stream: io.BufferedReader, path: str | os.PathLike, parse: bool) -> Iterator[Record]:
+def _not_jsonl(
+    layout: str | Record, stream: io.BufferedReader, path: str | os.PathLike, parse: bool
+) -> Iterator[Record]:
     if isinstance(layout, Record):
         yield layout
     elif layout == "parquet":
@@ -208,7 +210,9 @@ def parse_row(raw: bytes) -> tuple[Any, Issue | None]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, Issue("invalid-utf8", "row", f"byte {exc.start} is not valid UTF-8 ({raw[exc.start:exc.start + 4]!r})")
+        return None, Issue(
+            "invalid-utf8", "row", f"byte {exc.start} is not valid UTF-8 ({raw[exc.start : exc.start + 4]!r})"
+        )
     try:  # orjson refuses integers beyond 64 bits and deep nesting; the stdlib accepts big integers
         value = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except (json.JSONDecodeError, ValueError) as exc:
@@ -218,7 +222,11 @@ def parse_row(raw: bytes) -> tuple[Any, Issue | None]:
     try:  # the stdlib also accepts lone surrogate escapes, which no UTF-8 output can hold
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
-        return None, Issue("invalid-json", "row", f"not valid JSON: the escape \\u{ord(exc.object[exc.start]):04x} is half a surrogate pair, not a character")
+        return None, Issue(
+            "invalid-json",
+            "row",
+            f"not valid JSON: the escape \\u{ord(exc.object[exc.start]):04x} is half a surrogate pair, not a character",
+        )
     except RecursionError:
         return None, Issue("invalid-json", "row", f"not valid JSON: {first_error}")
     return value, None
@@ -258,7 +266,9 @@ def _line_row(line: bytes, line_no: int) -> bytes:
 
 
 def _cut_short(index: int, exc: BaseException) -> Record:
-    return Record(index, None, b"", None, Issue("truncated-input", "file", f"the compressed stream is cut short ({exc})"))
+    return Record(
+        index, None, b"", None, Issue("truncated-input", "file", f"the compressed stream is cut short ({exc})")
+    )
 
 
 @dataclass(slots=True)
@@ -459,7 +469,9 @@ def _json_array(stream: io.BufferedReader, parse: bool) -> Iterator[Record]:
             return
         if sep != 0x2C:  # ,
             line = scan.line_at(pos)
-            message = f"expected ',' or ']' after row {index - 1} at line {line}, found {chr(sep)!r}; reading stops here"
+            message = (
+                f"expected ',' or ']' after row {index - 1} at line {line}, found {chr(sep)!r}; reading stops here"
+            )
             yield Record(index, line, scan.buf[pos : pos + 80], None, Issue("invalid-json", "file", message))
             return
         pos = scan.compact(pos + 1)
@@ -502,10 +514,17 @@ def _parquet(stream: io.BufferedReader, path: str | os.PathLike) -> Iterator[Rec
                 yield Record(index, None, orjson.dumps(value, default=str), value, None, from_text=False)
                 index += 1
     except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged row group
-        yield Record(index, None, b"", None, Issue("truncated-input", "file", f"the Parquet file is damaged after row {index - 1}: {exc}"))
+        yield Record(
+            index,
+            None,
+            b"",
+            None,
+            Issue("truncated-input", "file", f"the Parquet file is damaged after row {index - 1}: {exc}"),
+        )
 
 
 # ---------------------------------------------------------------------------------------- writing
+
 
 @contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:

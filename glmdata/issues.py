@@ -24,17 +24,20 @@ CODES: dict[str, tuple[Severity, str]] = {
     # schema of the source format
     "schema": ("error", "give the field the type the format expects (see `glmdata schema`)"),
     "unknown-role": ("error", "use one of system/user/assistant/observation (or a known alias such as human/gpt)"),
-    "tools-not-list": ("error", "give tools as a list of {\"type\": \"function\", \"function\": {...}} objects"),
+    "tools-not-list": ("error", 'give tools as a list of {"type": "function", "function": {...}} objects'),
     "tools-invalid-json": ("error", "the tools string is not valid JSON: fix it or remove the tools field"),
-    "bad-tool": ("error", "write each tool as {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}"),
-    "bad-call": ("error", "write a call as {\"name\": ..., \"arguments\": {...}}"),
+    "bad-tool": ("error", 'write each tool as {"type": "function", "function": {"name", "description", "parameters"}}'),
+    "bad-call": ("error", 'write a call as {"name": ..., "arguments": {...}}'),
     "disabled-repair": ("error", "enable the repair (drop --no-repair) or fix the data by hand"),
     # checks on the converted conversation (errors)
     "empty-content": ("error", "give the message text or remove it; the GLM-4 template silently drops empty messages"),
     "no-assistant": ("error", "add an assistant reply; a row with nothing to learn from trains nothing"),
-    "observation-without-call": ("error", "put the call in a function_call/tool-call turn before the observation, or drop the row"),
+    "observation-without-call": (
+        "error",
+        "put the call in a function_call/tool-call turn before the observation, or drop the row",
+    ),
     "undeclared-tool": ("error", "declare the tool in the row's tools, or fix the tool name in the call"),
-    "arguments-not-object": ("error", "call arguments must be a JSON object such as {\"city\": \"Beijing\"}"),
+    "arguments-not-object": ("error", 'call arguments must be a JSON object such as {"city": "Beijing"}'),
     "invalid-tool-schema": ("error", "make the tool's parameters a valid JSON Schema object"),
     "special-token": ("error", "remove GLM-4 special tokens from the text; they would inject fake turns"),
     "call-roundtrip": ("error", "a tool name must be one line with no spaces around it, followed by JSON arguments"),
@@ -70,7 +73,13 @@ class Issue:
         return CODES[self.code][1]
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "severity": self.severity, "path": self.path, "message": self.message, "hint": self.hint}
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
 
 
 class RowError(Exception):
@@ -104,7 +113,13 @@ def _schema_issue(err: Any, prefix: str) -> Issue:
     for part in err["loc"]:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not isinstance(part, str) or "[" in part or part.startswith("function-") or part in _UNION_TAGS or part[:1].isupper():
+        elif (
+            not isinstance(part, str)
+            or "[" in part
+            or part.startswith("function-")
+            or part in _UNION_TAGS
+            or part[:1].isupper()
+        ):
             continue  # union / validator branch names (str, list[any], a model's class name), not field names
         else:
             path += f".{part}" if path else part

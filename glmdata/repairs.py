@@ -20,7 +20,7 @@ from glmdata.models import Function, FunctionDict, ToolDict
 REPAIRS: dict[str, str] = {
     "null-fields": "removed null values (injected by Arrow schema merging; metadata: null renders as 'None')",
     "tools-json-string": "parsed tools given as a JSON string into a list",
-    "empty-tools": "removed empty tools (\"\", \"[]\", [], null): the template renders an empty tools header",
+    "empty-tools": 'removed empty tools ("", "[]", [], null): the template renders an empty tools header',
     "bare-tool": "wrapped a bare {name, description, parameters} tool as {type: function, function: {...}}",
     "example-tool-schema": "inferred a parameter schema from example values ({name, args} / {func_call, parameters})",
     "python-literal-args": "rewrote call arguments written as Python literals (single quotes, True/None) as JSON",
@@ -37,7 +37,7 @@ CallStyle = str  # "native" | "json"
 class Fixer:
     """Collects the repairs applied to one row; rejects the row when a needed repair is switched off."""
 
-    __slots__ = ("disabled", "applied", "warnings")
+    __slots__ = ("applied", "disabled", "warnings")
 
     def __init__(self, disabled: frozenset[str] = frozenset()):
         self.disabled = disabled
@@ -107,7 +107,9 @@ ROLE_ALIASES: dict[str, str] = {
 CANONICAL_ROLES: dict[str, str] = {r: r for r in ("system", "user", "assistant", "observation")}
 
 
-def canonical_role(raw: Any, fx: Fixer, path: str, native: dict[str, str] = CANONICAL_ROLES, aliases: dict[str, str] = ROLE_ALIASES) -> str:
+def canonical_role(
+    raw: Any, fx: Fixer, path: str, native: dict[str, str] = CANONICAL_ROLES, aliases: dict[str, str] = ROLE_ALIASES
+) -> str:
     """Map a role name to system/user/assistant/observation/function_call.
 
     ``native`` holds the role names the format itself defines (Glaive's ``human``/``gpt``): they
@@ -129,6 +131,7 @@ def canonical_role(raw: Any, fx: Fixer, path: str, native: dict[str, str] = CANO
 
 
 # ---------------------------------------------------------------------------------------- JSON text
+
 
 def loads_lenient(text: str, fx: Fixer, path: str) -> Any:
     """Parse JSON; fall back to a Python literal (single quotes, True/None), recorded as a repair.
@@ -201,6 +204,7 @@ def _json_type(value: Any) -> str:
 
 # ---------------------------------------------------------------------------------------- tools
 
+
 def is_empty_tools(value: Any) -> bool:
     return value is None or value == [] or (isinstance(value, str) and value.strip() in ("", "[]", "null"))
 
@@ -214,7 +218,9 @@ def normalize_tools(value: Any, fx: Fixer, path: str) -> list[ToolDict] | None:
         try:
             parsed = loads(value)
         except json.JSONDecodeError as exc:
-            raise reject("tools-invalid-json", path, f"tools string is not valid JSON ({exc.msg} at char {exc.pos})") from None
+            raise reject(
+                "tools-invalid-json", path, f"tools string is not valid JSON ({exc.msg} at char {exc.pos})"
+            ) from None
         if is_empty_tools(parsed):  # "[ ]", "[\n]": empty like "[]", and switched off like it
             fx.apply("empty-tools", path, "tools are empty")
             return None
@@ -294,7 +300,11 @@ def _infer_schema(examples: Any, fx: Fixer, path: str) -> dict:
         raise reject("bad-tool", path, f"tool parameters are a JSON {_json_type(examples)}, not an object")
     fx.apply("example-tool-schema", path, "parameters hold example values, not a JSON Schema")
     fx.warnings.append(
-        Issue("inferred-schema", path, f"parameter schema inferred from example values for {', '.join(examples) or 'no'} arguments")
+        Issue(
+            "inferred-schema",
+            path,
+            f"parameter schema inferred from example values for {', '.join(examples) or 'no'} arguments",
+        )
     )
     properties = {key: ({"type": _json_type(v)} if v is not None else {}) for key, v in examples.items()}
     return {"type": "object", "properties": properties, "required": list(examples)}

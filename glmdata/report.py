@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from glmdata.result import Result
 from glmdata.issues import CODES, Issue
 from glmdata.repairs import REPAIRS
+from glmdata.result import Result
 
 EXAMPLES = 5
 

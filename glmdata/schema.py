@@ -28,11 +28,18 @@ def schema_texts() -> dict[str, str]:
     """File name -> JSON Schema text, exactly as ``glmdata schema`` writes it."""
     texts = {}
     for name, model in SCHEMAS.items():
-        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **TypeAdapter(model).json_schema(by_alias=True)}
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            **TypeAdapter(model).json_schema(by_alias=True),
+        }
         texts[f"{name}.schema.json"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
     return texts
 
 
 def stale_files(directory: Path) -> list[str]:
     """Schema files in ``directory`` that are missing or differ from the models."""
-    return [name for name, text in schema_texts().items() if not (directory / name).is_file() or (directory / name).read_text(encoding="utf-8") != text]
+    return [
+        name
+        for name, text in schema_texts().items()
+        if not (directory / name).is_file() or (directory / name).read_text(encoding="utf-8") != text
+    ]

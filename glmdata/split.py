@@ -55,7 +55,9 @@ def choose_eval(strata: bytearray, fraction: float, seed: int, copies: dict[int,
     return chosen
 
 
-def split_file(path: str, train_path: str, eval_path: str, *, fraction: float, seed: int, options: Options = Options()) -> SplitResult:
+def split_file(
+    path: str, train_path: str, eval_path: str, *, fraction: float, seed: int, options: Options = Options()
+) -> SplitResult:
     """Split the valid rows of ``path`` into two JSONL files (written atomically)."""
     if not 0 < fraction < 1:
         raise ValueError(f"the eval fraction must be between 0 and 1, not {fraction}")

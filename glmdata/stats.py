@@ -136,7 +136,12 @@ def compute(
     template: Any = None,
 ) -> Stats:
     """Stream ``path`` and compute :class:`Stats`; ``tokenizer`` None means characters."""
-    stats = Stats(unit="tokens" if tokenizer is not None else "characters", max_length=max_length, train_on=train_on, report=Report(path))
+    stats = Stats(
+        unit="tokens" if tokenizer is not None else "characters",
+        max_length=max_length,
+        train_on=train_on,
+        report=Report(path),
+    )
     batch: list[tuple[int, MessagesRow]] = []
     for result in convert_file(path, options):
         stats.report.add(result)
@@ -189,7 +194,9 @@ def _span_kind(text: str, start: int) -> tuple[str, str]:
     return role, "assistant text turns"
 
 
-def _measure(stats: Stats, batch: Iterable[tuple[int, MessagesRow]], tokenizer: Any, train_on: TrainOn, template: Any) -> None:
+def _measure(
+    stats: Stats, batch: Iterable[tuple[int, MessagesRow]], tokenizer: Any, train_on: TrainOn, template: Any
+) -> None:
     from glmdata.render import NothingToTrain, render_spans
 
     rendered = []
@@ -241,6 +248,7 @@ def _char_spans(rendered: Any) -> list[int]:
 
 # ---------------------------------------------------------------------------------------- display
 
+
 def histogram(values: array, bins: int = 20, limit: int | None = None) -> list[tuple[int, int, int]]:
     """Equal-width bins ``(low, high, count)`` from 0 to the maximum (or past ``limit``)."""
     if not len(values):
@@ -261,20 +269,41 @@ def print_stats(stats: Stats, console: Any) -> None:
     d = stats.to_dict()
     unit = stats.unit
     note = "" if unit == "tokens" else "  [yellow](no --tokenizer: lengths are characters, not tokens)[/]"
-    console.print(f"[bold]{escape(str(d['source']))}[/]: {d['rows']:,} rows ({d['rejected']:,} rejected, {d['duplicates']:,} duplicates){note}")
-    t = Table("", "min", "p50", "p90", "p99", "max", "mean", title=f"lengths ({unit}, train-on {stats.train_on})", title_justify="left")
-    for label, key in (("rendered row", "length"), ("trained part", "trained_length"), ("messages per row", "messages_per_row"), ("user turns per row", "user_turns_per_row")):
+    console.print(
+        f"[bold]{escape(str(d['source']))}[/]: {d['rows']:,} rows ({d['rejected']:,} rejected, {d['duplicates']:,} duplicates){note}"
+    )
+    t = Table(
+        "",
+        "min",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "mean",
+        title=f"lengths ({unit}, train-on {stats.train_on})",
+        title_justify="left",
+    )
+    for label, key in (
+        ("rendered row", "length"),
+        ("trained part", "trained_length"),
+        ("messages per row", "messages_per_row"),
+        ("user turns per row", "user_turns_per_row"),
+    ):
         s = d[key]
         t.add_row(label, *(f"{s[k]:,}" for k in ("min", "p50", "p90", "p99", "max")), f"{s['mean']:,}")
     console.print(t)
     roles = ", ".join(f"{k} {v:,}" for k, v in d["messages_per_role"].items())
     console.print(f"messages per role: {roles}")
-    console.print(f"rows with tools: {d['rows_with_tools']:,}, without: {d['rows_without_tools']:,}, with tool calls: {d['rows_with_calls']:,}")
+    console.print(
+        f"rows with tools: {d['rows_with_tools']:,}, without: {d['rows_without_tools']:,}, with tool calls: {d['rows_with_calls']:,}"
+    )
     if d["tools_declared"] or d["tools_called"]:
         t = Table("tool", "rows declaring", "calls", title="tools (top 15)", title_justify="left")
         names = list(dict.fromkeys([*d["tools_called"], *d["tools_declared"]]))[:15]
         for name in names:
-            t.add_row(escape(name), f"{d['tools_declared'].get(name, 0):,}", f"{d['tools_called'].get(name, 0):,}")  # data, not markup
+            t.add_row(
+                escape(name), f"{d['tools_declared'].get(name, 0):,}", f"{d['tools_called'].get(name, 0):,}"
+            )  # data, not markup
         console.print(t)
     audit = d["loss_audit"]
     t = Table("trained by", f"{unit}", "share", title="loss-mask audit", title_justify="left")
@@ -283,7 +312,9 @@ def print_stats(stats: Stats, console: Any) -> None:
         t.add_row(kind, f"{n:,}", f"{n / total:.1%}")
     console.print(t)
     if audit["rows_with_nothing_trained"]:
-        console.print(f"[red]{audit['rows_with_nothing_trained']:,} rows have nothing to train[/] (rows {audit['nothing_trained_rows']})")
+        console.print(
+            f"[red]{audit['rows_with_nothing_trained']:,} rows have nothing to train[/] (rows {audit['nothing_trained_rows']})"
+        )
     longest = ", ".join(f"{r['row']} ({r['length']:,})" for r in d["longest_rows"][:5])
     console.print(f"longest rows: {longest}")
     cut = d["truncation"]
@@ -311,7 +342,9 @@ def _print_histogram(stats: Stats, console: Any) -> None:
         if stats.max_length is not None and low <= stats.max_length < high:
             mark = f"  [red]◀ --max-length {stats.max_length:,}[/]"
         over = stats.max_length is not None and low > stats.max_length
-        console.print(f"{low:>7,}-{high - 1:<7,} {'[red]' if over else ''}{bar:<30}{'[/]' if over else ''} {count:>6,}{mark}")
+        console.print(
+            f"{low:>7,}-{high - 1:<7,} {'[red]' if over else ''}{bar:<30}{'[/]' if over else ''} {count:>6,}{mark}"
+        )
 
 
 def plot(stats: Stats, path: str) -> None:
@@ -326,7 +359,12 @@ def plot(stats: Stats, path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     ax.hist(list(stats.lengths), bins=min(60, max(10, len(stats.lengths) // 10)), color="#4878d0", edgecolor="white")
     if stats.max_length is not None:
-        ax.axvline(stats.max_length, color="#d62728", linestyle="--", label=f"max-length {stats.max_length:,}: {stats.rows_cut:,} rows cut")
+        ax.axvline(
+            stats.max_length,
+            color="#d62728",
+            linestyle="--",
+            label=f"max-length {stats.max_length:,}: {stats.rows_cut:,} rows cut",
+        )
         ax.legend()
     ax.set_xlabel(f"rendered length ({stats.unit})")
     ax.set_ylabel("rows")

@@ -92,7 +92,7 @@ def _swanlab_logged_in() -> bool:
         from swanlab.sdk.internal.settings import Settings
 
         return Settings().api_key is not None  # reads the key `swanlab login` saved; no network
-    except Exception:  # noqa: BLE001 - a SwanLab internals change must not stop training
+    except Exception:
         return False
 
 
@@ -111,7 +111,7 @@ def finish_swanlab() -> None:
         import swanlab
 
         swanlab.get_run()
-    except Exception:  # noqa: BLE001 - no run (or no swanlab): nothing to finish
+    except Exception:
         return
     swanlab.finish()
 
@@ -122,7 +122,7 @@ def _active_swanlab():
 
         swanlab.get_run()
         return swanlab
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 

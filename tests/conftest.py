@@ -32,12 +32,18 @@ def shared_file(relative: str) -> Path:
 
 # ---------------------------------------------------------------------------------------- rows
 
-def tool(name: str = "get_weather", properties: dict | None = None, required: list[str] | None = None, description: str = "") -> dict:
+
+def tool(
+    name: str = "get_weather", properties: dict | None = None, required: list[str] | None = None, description: str = ""
+) -> dict:
     """A canonical ``{"type": "function", "function": {...}}`` tool."""
     properties = {"location": {"type": "string", "description": "city"}} if properties is None else properties
     parameters: dict[str, Any] = {"type": "object", "properties": properties}
     parameters["required"] = list(properties) if required is None else required
-    return {"type": "function", "function": {"name": name, "description": description or f"{name} tool", "parameters": parameters}}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description or f"{name} tool", "parameters": parameters},
+    }
 
 
 def msg(role: str, content: str, **extra: Any) -> dict:
@@ -81,6 +87,7 @@ def repair_names(result: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture
 def runner():

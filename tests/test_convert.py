@@ -16,16 +16,21 @@ from hypothesis import strategies as st
 
 from glmdata.convert import Options, Result, convert_batch, convert_file, convert_row, convert_rows
 from glmdata.io import dump_row
-from glmdata.models import CONVERSATION
 from glmdata.jsontext import dumps
+from glmdata.models import CONVERSATION
 from glmdata.repairs import REPAIRS
 from glmdata.report import Report
 
 # GLMDATA_EXAMPLES=5000 for a long hunt; 60 keeps the suite fast
-PROPERTY = settings(max_examples=int(os.environ.get("GLMDATA_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=int(os.environ.get("GLMDATA_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 # ---------------------------------------------------------------------------------------- Options
+
 
 def test_options_validation() -> None:
     assert Options() == Options(None, "native", frozenset(), False, False)
@@ -42,6 +47,7 @@ def test_options_validation() -> None:
 
 
 # ---------------------------------------------------------------------------------------- rejects
+
 
 def test_reject_record_keeps_the_source_text_verbatim() -> None:
     path = DATA / "glaive_toolcall_zh_sample.json"
@@ -61,11 +67,15 @@ def test_reject_record_keeps_the_source_text_verbatim() -> None:
         assert all(set(e) == {"code", "severity", "path", "message", "hint"} for e in record["errors"])
     first = rejected[0].reject_record()
     assert first["line"] == 474 and "source" not in first
-    assert first["errors"] == [{
-        "code": "observation-without-call", "severity": "error", "path": "messages[3]",
-        "message": "observation follows assistant, not a tool call (was the call written as prose?)",
-        "hint": "put the call in a function_call/tool-call turn before the observation, or drop the row",
-    }]
+    assert first["errors"] == [
+        {
+            "code": "observation-without-call",
+            "severity": "error",
+            "path": "messages[3]",
+            "message": "observation follows assistant, not a tool call (was the call written as prose?)",
+            "hint": "put the call in a function_call/tool-call turn before the observation, or drop the row",
+        }
+    ]
 
 
 def test_reject_record_of_bytes_that_are_not_utf8(write) -> None:
@@ -86,6 +96,7 @@ def test_not_an_object() -> None:
 
 
 # ---------------------------------------------------------------------------------------- accounting
+
 
 def test_every_row_is_accounted_for(write) -> None:
     rows = [
@@ -109,7 +120,12 @@ def test_every_row_is_accounted_for(write) -> None:
         assert report.balanced
         assert [r.index for r in results] == list(range(8))
         assert [r.line for r in results] == [1, 2, 3, 4, 5, 6, 7, 9]
-        assert [codes(r)[0] if r.issues else None for r in results][:4] == [None, "invalid-json", "not-an-object", "unknown-format"]
+        assert [codes(r)[0] if r.issues else None for r in results][:4] == [
+            None,
+            "invalid-json",
+            "not-an-object",
+            "unknown-format",
+        ]
 
 
 def test_convert_rows_without_bytes() -> None:
@@ -121,7 +137,9 @@ def test_convert_rows_without_bytes() -> None:
 def test_big_integers_survive_conversion(write) -> None:
     big = 123456789012345678901234567890
     declared = tool(properties={"n": {"type": "integer", "maximum": big}}, required=["n"])
-    row = {"messages": [{"role": "system", "content": "", "tools": [declared]}, msg("user", "n?"), msg("assistant", "big")]}
+    row = {
+        "messages": [{"role": "system", "content": "", "tools": [declared]}, msg("user", "n?"), msg("assistant", "big")]
+    }
     path = write("big.jsonl", json.dumps(row) + "\n" + json.dumps(row) + "\n")
     results = list(convert_file(path))
     assert results[0].ok and results[0].row == row
@@ -132,12 +150,20 @@ def test_big_integers_survive_conversion(write) -> None:
 def test_half_surrogate_pairs_in_nested_json_are_rejected_not_crashed_on(write) -> None:
     """A file is valid UTF-8, but JSON text inside it (a call, a tools string) escapes half a
     surrogate pair: the row cannot be written as UTF-8, so it is rejected with the path."""
-    declared = {"name": "get_weather", "description": "w", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
-    row = {"tools": [declared], "conversations": [
-        {"from": "human", "value": "hi"},
-        {"from": "function_call", "value": '{"name": "get_weather", "arguments": {"location": "\\ud800"}}'},
-        {"from": "observation", "value": "x"}, {"from": "gpt", "value": "ok"},
-    ]}
+    declared = {
+        "name": "get_weather",
+        "description": "w",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+    }
+    row = {
+        "tools": [declared],
+        "conversations": [
+            {"from": "human", "value": "hi"},
+            {"from": "function_call", "value": '{"name": "get_weather", "arguments": {"location": "\\ud800"}}'},
+            {"from": "observation", "value": "x"},
+            {"from": "gpt", "value": "ok"},
+        ],
+    }
     path = write("rows.jsonl", [row, chat_row()])
     results = list(convert_file(path))
     assert results[0].rejected and codes(results[0]) == ["invalid-json"]
@@ -150,6 +176,7 @@ def test_half_surrogate_pairs_in_nested_json_are_rejected_not_crashed_on(write) 
 
 # ---------------------------------------------------------------------------------------- datasets
 
+
 def test_convert_batch_in_datasets_map_with_processes() -> None:
     """Arrow merges structs across rows (nulls everywhere); two processes; same rows as convert_file."""
     datasets = pytest.importorskip("datasets")
@@ -161,7 +188,9 @@ def test_convert_batch_in_datasets_map_with_processes() -> None:
         got = [json.loads(j) if ok else None for j, ok in zip(out["glm_json"], out["glm_ok"])]
         assert got == [r.row if not r.rejected else None for r in expected], name
         issues = [json.loads(text) for text in out["glm_issues"]]
-        assert [[i["code"] for i in row] for row in issues] == [[i.code for i in r.issues if i.code != "duplicate"] for r in expected]
+        assert [[i["code"] for i in row] for row in issues] == [
+            [i.code for i in r.issues if i.code != "duplicate"] for r in expected
+        ]
 
 
 def test_convert_batch_columns_and_options() -> None:
@@ -180,11 +209,25 @@ TOOLS = {
     "get_weather": tool("get_weather", {"location": {"type": "string"}, "days": {"type": "integer"}}, ["location"]),
     "get_time": tool("get_time", {"city": {"type": "string"}, "utc": {"type": "boolean"}}, ["city"]),
 }
-texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12).filter(lambda s: s.strip() and not s.startswith("{"))
-json_leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
-json_values = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12).filter(
+    lambda s: s.strip() and not s.startswith("{")
+)
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 # no null argument values: ChatGLM3's `parameters` dict loses them as Arrow nulls (see the report)
-argument_values = st.recursive(json_leaves.filter(lambda v: v is not None), lambda inner: st.lists(inner, max_size=2), max_leaves=4)
+argument_values = st.recursive(
+    json_leaves.filter(lambda v: v is not None), lambda inner: st.lists(inner, max_size=2), max_leaves=4
+)
 
 
 @st.composite
@@ -198,7 +241,10 @@ def specs(draw, with_tools: bool = True) -> dict:
             for _ in range(draw(st.integers(1, 2))):
                 name = draw(st.sampled_from(tools))
                 key = "location" if name == "get_weather" else "city"
-                arguments = {key: draw(texts), **draw(st.dictionaries(st.sampled_from(["days", "utc", "extra"]), argument_values, max_size=2))}
+                arguments = {
+                    key: draw(texts),
+                    **draw(st.dictionaries(st.sampled_from(["days", "utc", "extra"]), argument_values, max_size=2)),
+                }
                 turns.append(("call", name, arguments))
                 turns.append(("observation", draw(texts)))
         turns.append(("assistant", draw(texts)))
@@ -218,7 +264,16 @@ def as_messages(spec: dict, nulls: bool = False) -> dict:
         else:
             messages.append({"role": turn[0], "content": turn[1]})
     if nulls:  # as datasets/Arrow writes it: every key on every message
-        messages = [{"role": m["role"], "content": m["content"], "tools": m.get("tools"), "metadata": m.get("metadata"), "loss": None} for m in messages]
+        messages = [
+            {
+                "role": m["role"],
+                "content": m["content"],
+                "tools": m.get("tools"),
+                "metadata": m.get("metadata"),
+                "loss": None,
+            }
+            for m in messages
+        ]
     return {"messages": messages}
 
 
@@ -227,11 +282,19 @@ def as_sharegpt(spec: dict, tools_as_string: bool = True) -> dict:
     conversations = []
     for turn in spec["turns"]:
         if turn[0] == "call":
-            conversations.append({"from": "function_call", "value": json.dumps({"name": turn[1], "arguments": turn[2]}, ensure_ascii=False)})
+            conversations.append(
+                {
+                    "from": "function_call",
+                    "value": json.dumps({"name": turn[1], "arguments": turn[2]}, ensure_ascii=False),
+                }
+            )
         else:
             conversations.append({"from": names[turn[0]], "value": turn[1]})
     bare = [TOOLS[n]["function"] for n in spec["tools"]]
-    row: dict[str, Any] = {"conversations": conversations, "tools": json.dumps(bare, ensure_ascii=False) if tools_as_string else bare}
+    row: dict[str, Any] = {
+        "conversations": conversations,
+        "tools": json.dumps(bare, ensure_ascii=False) if tools_as_string else bare,
+    }
     if spec["system"] is not None:
         row["system"] = spec["system"]
     return row
@@ -244,7 +307,11 @@ def as_openai(spec: dict, parallel: bool = False) -> dict:
     for turn in spec["turns"]:
         if turn[0] == "call":
             n += 1
-            tool_call = {"id": f"call_{n}", "type": "function", "function": {"name": turn[1], "arguments": json.dumps(turn[2])}}
+            tool_call = {
+                "id": f"call_{n}",
+                "type": "function",
+                "function": {"name": turn[1], "arguments": json.dumps(turn[2])},
+            }
             if parallel and messages and messages[-1].get("tool_calls") and pending_results:
                 messages[-1]["tool_calls"].append(tool_call)  # the result goes after all the calls
             else:
@@ -260,7 +327,9 @@ def as_openai(spec: dict, parallel: bool = False) -> dict:
         else:
             messages.extend(pending_results)
             pending_results = []
-            messages.append({"role": turn[0], "content": [{"type": "text", "text": turn[1]}] if turn[0] == "user" else turn[1]})
+            messages.append(
+                {"role": turn[0], "content": [{"type": "text", "text": turn[1]}] if turn[0] == "user" else turn[1]}
+            )
     messages.extend(pending_results)
     row: dict[str, Any] = {"messages": messages}
     if spec["tools"]:
@@ -285,7 +354,7 @@ def as_chatglm3(spec: dict) -> dict:
 
 def as_alpaca(spec: dict) -> dict:
     texts_ = [t[1] for t in spec["turns"]]
-    pairs = [texts_[i:i + 2] for i in range(0, len(texts_), 2)]
+    pairs = [texts_[i : i + 2] for i in range(0, len(texts_), 2)]
     row: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1], "history": pairs[:-1]}
     if spec["system"] is not None:
         row["system"] = spec["system"]
@@ -344,11 +413,20 @@ def test_convert_is_idempotent_on_its_own_output(spec: dict, style: str, data) -
         assert_fixed_point(result, style)
 
 
-
-
 MUTATIONS = [
-    "human", "gpt", " User ", "tool", "function_call", None, "", "[]", "<|user|>", "{{name}}", "{'a': True}",
-    '{"name": "get_weather", "arguments": {"location": "\\ud800"}}', '[{"name": "get_time", "args": {"city": "x"}}]',
+    "human",
+    "gpt",
+    " User ",
+    "tool",
+    "function_call",
+    None,
+    "",
+    "[]",
+    "<|user|>",
+    "{{name}}",
+    "{'a': True}",
+    '{"name": "get_weather", "arguments": {"location": "\\ud800"}}',
+    '[{"name": "get_time", "args": {"city": "x"}}]',
     123456789012345678901234567890,
 ]
 

@@ -27,6 +27,7 @@ regen = _load_regen()
 
 # ---------------------------------------------------------------------------------------- golden
 
+
 @pytest.mark.parametrize("name", list(regen.SAMPLES))
 def test_golden_conversion(name: str) -> None:
     """convert_file output is byte for byte the reviewed golden JSONL, and the account matches."""
@@ -58,12 +59,27 @@ def test_golden_glaive_shapes() -> None:
     """What the golden Glaive rows were reviewed for: native calls, tools on an empty system message."""
     rows = _golden_rows("glaive")
     first = rows[0]["messages"]
-    assert first[0] == {"role": "system", "content": "", "tools": [
-        {"type": "function", "function": {
-            "name": "generate_random_number", "description": "在指定范围内生成一个随机数",
-            "parameters": {"type": "object", "properties": {"min": {"type": "integer", "description": "最小值"},
-                                                             "max": {"type": "integer", "description": "最大值"}},
-                           "required": ["min", "max"]}}}]}
+    assert first[0] == {
+        "role": "system",
+        "content": "",
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "generate_random_number",
+                    "description": "在指定范围内生成一个随机数",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "min": {"type": "integer", "description": "最小值"},
+                            "max": {"type": "integer", "description": "最大值"},
+                        },
+                        "required": ["min", "max"],
+                    },
+                },
+            }
+        ],
+    }
     assert first[2] == {"role": "assistant", "content": '{"min": 1, "max": 100}', "metadata": "generate_random_number"}
     assert first[3] == {"role": "observation", "content": '{"number": 57}'}
     for row in rows:
@@ -82,11 +98,17 @@ def test_golden_glaive_json_call_style() -> None:
     native, as_json = _golden_rows("glaive"), _golden_rows("glaive.call-style-json")
     assert len(native) == len(as_json)
     call_json = as_json[0]["messages"][2]
-    assert call_json == {"role": "assistant", "content": '{"name": "generate_random_number", "arguments": {"min": 1, "max": 100}}'}
+    assert call_json == {
+        "role": "assistant",
+        "content": '{"name": "generate_random_number", "arguments": {"min": 1, "max": 100}}',
+    }
     for a, b in zip(native, as_json):
         for m_native, m_json in zip(a["messages"], b["messages"], strict=True):
             if "metadata" in m_native:
-                assert json.loads(m_json["content"]) == {"name": m_native["metadata"], "arguments": json.loads(m_native["content"])}
+                assert json.loads(m_json["content"]) == {
+                    "name": m_native["metadata"],
+                    "arguments": json.loads(m_native["content"]),
+                }
                 assert "metadata" not in m_json
             else:
                 assert m_native == m_json
@@ -111,12 +133,15 @@ def test_golden_alpaca_user_text_is_instruction_blank_line_input() -> None:
 
 # ---------------------------------------------------------------------------------------- derived samples
 
+
 def _rows(path, **options) -> list[dict | None]:
     return [r.row if r.ok else None for r in convert_file(path, Options(**options))]
 
 
 @pytest.mark.parametrize("style", ["native", "json"])
-@pytest.mark.parametrize("sample", ["chatglm3_toolcall_sample.json", "openai_toolcall_sample.jsonl", "messages_arrow_nulls_sample.jsonl"])
+@pytest.mark.parametrize(
+    "sample", ["chatglm3_toolcall_sample.json", "openai_toolcall_sample.jsonl", "messages_arrow_nulls_sample.jsonl"]
+)
 def test_derived_samples_equal_their_glaive_originals(sample: str, style: str) -> None:
     """data/README.md: the ChatGLM3, OpenAI and Arrow-null samples are Glaive rows 0, 1, 2, 4, 6, 3
     written another way; they must convert to exactly the same GLM-4 rows."""
@@ -128,17 +153,27 @@ def test_derived_samples_equal_their_glaive_originals(sample: str, style: str) -
 
 # ---------------------------------------------------------------------------------------- detection
 
+
 @pytest.mark.parametrize(
     ("row", "name"),
     [
-        ({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}], "tools": "[]"}, "sharegpt"),
+        (
+            {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}], "tools": "[]"},
+            "sharegpt",
+        ),
         ({"messages": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}, "sharegpt"),
         ({"instruction": "a", "input": "", "output": "b"}, "alpaca"),
         ({"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "chatglm3"),
         ({"prompt": "a", "response": "b"}, "chatglm3"),
         ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "messages"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "tools": []}, "openai"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": []}]}, "openai"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "tools": []},
+            "openai",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": []}]},
+            "openai",
+        ),
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}, "openai"),
         ({"messages": [{"role": "tool", "content": "a"}]}, "openai"),
     ],
@@ -190,19 +225,30 @@ def test_from_forces_the_format() -> None:
 def test_from_resolves_aliases_and_refuses_unknown_names() -> None:
     assert Options(from_format="Glaive").from_format == "sharegpt"
     assert Options(from_format="chatml").from_format == "openai"
-    with pytest.raises(ValueError, match="unknown format 'yaml'; known formats: messages, openai, sharegpt, chatglm3, alpaca"):
+    with pytest.raises(
+        ValueError, match="unknown format 'yaml'; known formats: messages, openai, sharegpt, chatglm3, alpaca"
+    ):
         Options(from_format="yaml")
 
 
 # ---------------------------------------------------------------------------------------- OpenAI
 
+
 def _parallel_row(result_order: tuple[str, str]) -> dict:
     def tc(call_id: str, name: str, city: str) -> dict:
-        return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps({"location": city})}}
+        return {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps({"location": city})},
+        }
 
     messages = [
         {"role": "user", "content": "Weather in Beijing and time in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [tc("call_a", "get_weather", "Beijing"), tc("call_b", "get_time", "Paris")]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [tc("call_a", "get_weather", "Beijing"), tc("call_b", "get_time", "Paris")],
+        },
     ]
     messages += [{"role": "tool", "tool_call_id": f"call_{k}", "content": f"result {k}"} for k in result_order]
     messages.append({"role": "assistant", "content": "Sunny; 10:00."})
@@ -227,11 +273,13 @@ def test_openai_parallel_calls_become_call_observation_pairs(order: tuple[str, s
 
 
 def test_openai_content_as_list_of_text_parts() -> None:
-    row = {"messages": [
-        {"role": "system", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
-        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-        {"role": "assistant", "content": "hello"},
-    ]}
+    row = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": "hello"},
+        ]
+    }
     result = convert_row(row)
     assert result.format == "openai" and result.ok
     assert result.row == {"messages": [msg("system", "Be brief."), msg("user", "hi"), msg("assistant", "hello")]}
@@ -242,7 +290,11 @@ def test_openai_legacy_function_call_and_functions() -> None:
     row = {
         "messages": [
             {"role": "user", "content": "weather?"},
-            {"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": '{"location": "Beijing"}'}},
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "get_weather", "arguments": '{"location": "Beijing"}'},
+            },
             {"role": "function", "name": "get_weather", "content": "sunny"},
             {"role": "assistant", "content": "It is sunny."},
         ],
@@ -252,7 +304,10 @@ def test_openai_legacy_function_call_and_functions() -> None:
     assert result.format == "openai" and result.ok and result.issues == []
     assert result.row["messages"] == [
         {"role": "system", "content": "", "tools": [tool()]},
-        msg("user", "weather?"), call(), msg("observation", "sunny"), msg("assistant", "It is sunny."),
+        msg("user", "weather?"),
+        call(),
+        msg("observation", "sunny"),
+        msg("assistant", "It is sunny."),
     ]
     # functions are bare {name, ...} definitions: wrapped, and said so
     assert repair_names(result) == ["bare-tool", "function-call"]
@@ -275,14 +330,21 @@ def test_openai_call_without_result_is_kept_and_reported() -> None:
 
 # ---------------------------------------------------------------------------------------- ChatGLM3
 
+
 def test_chatglm3_prompt_response_with_history() -> None:
     row = {"prompt": "and now?", "response": "now B", "history": [["first?", "A"], ["second?", "B"]]}
     result = convert_row(row)
     assert result.format == "chatglm3" and result.ok and result.repairs == []
-    assert result.row == {"messages": [
-        msg("user", "first?"), msg("assistant", "A"), msg("user", "second?"), msg("assistant", "B"),
-        msg("user", "and now?"), msg("assistant", "now B"),
-    ]}
+    assert result.row == {
+        "messages": [
+            msg("user", "first?"),
+            msg("assistant", "A"),
+            msg("user", "second?"),
+            msg("assistant", "B"),
+            msg("user", "and now?"),
+            msg("assistant", "now B"),
+        ]
+    }
 
 
 def test_chatglm3_plain_prompt_response() -> None:
@@ -313,20 +375,35 @@ def test_chatglm3_tool_turn_and_loss_flags() -> None:
 
 # ---------------------------------------------------------------------------------------- Alpaca, ShareGPT
 
+
 def test_alpaca_history_pairs_and_system() -> None:
-    row = {"instruction": "Translate", "input": "bonjour", "output": "hello", "system": "You translate.",
-           "history": [["Who are you?", "A translator."]]}
+    row = {
+        "instruction": "Translate",
+        "input": "bonjour",
+        "output": "hello",
+        "system": "You translate.",
+        "history": [["Who are you?", "A translator."]],
+    }
     result = convert_row(row)
     assert result.format == "alpaca" and result.ok
-    assert result.row == {"messages": [
-        msg("system", "You translate."), msg("user", "Who are you?"), msg("assistant", "A translator."),
-        msg("user", "Translate\n\nbonjour"), msg("assistant", "hello"),
-    ]}
+    assert result.row == {
+        "messages": [
+            msg("system", "You translate."),
+            msg("user", "Who are you?"),
+            msg("assistant", "A translator."),
+            msg("user", "Translate\n\nbonjour"),
+            msg("assistant", "hello"),
+        ]
+    }
 
 
 def test_alpaca_without_input() -> None:
-    assert convert_row({"instruction": "Say hi", "output": "hi"}).row == {"messages": [msg("user", "Say hi"), msg("assistant", "hi")]}
-    assert convert_row({"instruction": "Say hi", "input": "", "output": "hi"}).row["messages"][0] == msg("user", "Say hi")
+    assert convert_row({"instruction": "Say hi", "output": "hi"}).row == {
+        "messages": [msg("user", "Say hi"), msg("assistant", "hi")]
+    }
+    assert convert_row({"instruction": "Say hi", "input": "", "output": "hi"}).row["messages"][0] == msg(
+        "user", "Say hi"
+    )
 
 
 def test_sharegpt_system_key_becomes_first_system_message_with_tools() -> None:
@@ -335,7 +412,10 @@ def test_sharegpt_system_key_becomes_first_system_message_with_tools() -> None:
         "tools": json.dumps([tool()["function"]]),
         "conversations": [
             {"from": "human", "value": "weather?"},
-            {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"location": "Beijing"}})},
+            {
+                "from": "function_call",
+                "value": json.dumps({"name": "get_weather", "arguments": {"location": "Beijing"}}),
+            },
             {"from": "observation", "value": "sunny"},
             {"from": "gpt", "value": "Sunny."},
         ],
@@ -344,7 +424,10 @@ def test_sharegpt_system_key_becomes_first_system_message_with_tools() -> None:
     assert result.format == "sharegpt" and result.ok and result.issues == []
     assert result.row["messages"] == [
         {"role": "system", "content": "You are a weather bot.", "tools": [tool()]},
-        msg("user", "weather?"), call(), msg("observation", "sunny"), msg("assistant", "Sunny."),
+        msg("user", "weather?"),
+        call(),
+        msg("observation", "sunny"),
+        msg("assistant", "Sunny."),
     ]
 
 
@@ -369,9 +452,23 @@ def test_messages_rows_pass_through_unchanged() -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.floats(allow_nan=False), st.text(max_size=3), st.just([]), st.just({}))
+_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
+    st.just([]),
+    st.just({}),
+)
 _turn = st.one_of(
-    st.fixed_dictionaries({"from": st.one_of(st.sampled_from(["human", "gpt", "function_call"]), _leaf), "value": st.one_of(st.text(max_size=5), _leaf)}, optional={"extra": _leaf}),
+    st.fixed_dictionaries(
+        {
+            "from": st.one_of(st.sampled_from(["human", "gpt", "function_call"]), _leaf),
+            "value": st.one_of(st.text(max_size=5), _leaf),
+        },
+        optional={"extra": _leaf},
+    ),
     _leaf,
 )
 _sharegpt_rows = st.fixed_dictionaries(
@@ -394,5 +491,7 @@ def test_sharegpt_fast_path_reads_what_pydantic_would(row: dict) -> None:
         assert not sharegpt._plainly_valid(row)
         return
     if sharegpt._plainly_valid(row):
-        assert [(t["from"], t["value"]) for t in validated["conversations"]] == [(t["from"], t["value"]) for t in row["conversations"]]
+        assert [(t["from"], t["value"]) for t in validated["conversations"]] == [
+            (t["from"], t["value"]) for t in row["conversations"]
+        ]
         assert (validated.get("tools"), validated.get("system")) == (row.get("tools"), row.get("system"))

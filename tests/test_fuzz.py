@@ -47,15 +47,42 @@ SPECIAL = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
 
 texts = st.one_of(
     st.text(st.characters(codec="utf-8"), min_size=1, max_size=16),
-    st.sampled_from(["hi", "  padded  ", "line\nbreak", 'quote " and \\ backslash', "汉字 🙂 \u2028", "{{name}}", "<|user|>", "[gMASK]", "\t", " "]),
+    st.sampled_from(
+        [
+            "hi",
+            "  padded  ",
+            "line\nbreak",
+            'quote " and \\ backslash',
+            "汉字 🙂 \u2028",
+            "{{name}}",
+            "<|user|>",
+            "[gMASK]",
+            "\t",
+            " ",
+        ]
+    ),
 )
 names = st.sampled_from(["get_weather", "get_time", "search", "天气"])
-json_leaves = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6)
-json_values = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 def function(name: str) -> dict:
-    return {"name": name, "description": f"{name} tool", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}
+    return {
+        "name": name,
+        "description": f"{name} tool",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+    }
 
 
 @st.composite
@@ -75,10 +102,20 @@ def conversations(draw) -> dict:
 def as_messages(c: dict) -> dict:
     messages: list[dict] = []
     if c["system"] is not None or c["tools"]:
-        messages.append({"role": "system", "content": c["system"] or "", **({"tools": [{"type": "function", "function": function(n)} for n in c["tools"]]} if c["tools"] else {})})
+        messages.append(
+            {
+                "role": "system",
+                "content": c["system"] or "",
+                **(
+                    {"tools": [{"type": "function", "function": function(n)} for n in c["tools"]]} if c["tools"] else {}
+                ),
+            }
+        )
     for turn in c["turns"]:
         if turn[0] == "call":
-            messages.append({"role": "assistant", "metadata": turn[1], "content": json.dumps(turn[2], ensure_ascii=False)})
+            messages.append(
+                {"role": "assistant", "metadata": turn[1], "content": json.dumps(turn[2], ensure_ascii=False)}
+            )
         else:
             messages.append({"role": turn[0], "content": turn[1]})
     return {"messages": messages}
@@ -88,21 +125,43 @@ def as_openai(c: dict) -> dict:
     messages: list[dict] = [{"role": "system", "content": c["system"]}] if c["system"] is not None else []
     for n, turn in enumerate(c["turns"]):
         if turn[0] == "call":
-            messages.append({"role": "assistant", "content": None, "tool_calls": [{"id": f"c{n}", "type": "function", "function": {"name": turn[1], "arguments": json.dumps(turn[2])}}]})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": f"c{n}",
+                            "type": "function",
+                            "function": {"name": turn[1], "arguments": json.dumps(turn[2])},
+                        }
+                    ],
+                }
+            )
         elif turn[0] == "observation":
             messages.append({"role": "tool", "tool_call_id": f"c{n - 1}", "content": turn[1]})
         else:
-            messages.append({"role": turn[0], "content": [{"type": "text", "text": turn[1]}] if turn[0] == "user" else turn[1]})
-    return {"messages": messages, **({"tools": [{"type": "function", "function": function(n)} for n in c["tools"]]} if c["tools"] else {})}
+            messages.append(
+                {"role": turn[0], "content": [{"type": "text", "text": turn[1]}] if turn[0] == "user" else turn[1]}
+            )
+    return {
+        "messages": messages,
+        **({"tools": [{"type": "function", "function": function(n)} for n in c["tools"]]} if c["tools"] else {}),
+    }
 
 
 def as_sharegpt(c: dict) -> dict:
     names_ = {"user": "human", "assistant": "gpt", "observation": "observation"}
     conversations_ = [
-        {"from": "function_call", "value": json.dumps({"name": t[1], "arguments": t[2]}, ensure_ascii=False)} if t[0] == "call" else {"from": names_[t[0]], "value": t[1]}
+        {"from": "function_call", "value": json.dumps({"name": t[1], "arguments": t[2]}, ensure_ascii=False)}
+        if t[0] == "call"
+        else {"from": names_[t[0]], "value": t[1]}
         for t in c["turns"]
     ]
-    row: dict[str, Any] = {"conversations": conversations_, "tools": json.dumps([function(n) for n in c["tools"]], ensure_ascii=False)}
+    row: dict[str, Any] = {
+        "conversations": conversations_,
+        "tools": json.dumps([function(n) for n in c["tools"]], ensure_ascii=False),
+    }
     if c["system"] is not None:
         row["system"] = c["system"]
     return row
@@ -122,13 +181,13 @@ def as_chatglm3(c: dict) -> dict:
 
 def as_chatglm3_prompt(c: dict) -> dict:
     pairs = [(t[1]) for t in c["turns"] if t[0] in ("user", "assistant")]
-    pairs = [pairs[i:i + 2] for i in range(0, len(pairs) - 1, 2)]
+    pairs = [pairs[i : i + 2] for i in range(0, len(pairs) - 1, 2)]
     return {"prompt": pairs[-1][0], "response": pairs[-1][1], "history": pairs[:-1]}
 
 
 def as_alpaca(c: dict) -> dict:
     pairs = [(t[1]) for t in c["turns"] if t[0] in ("user", "assistant")]
-    pairs = [pairs[i:i + 2] for i in range(0, len(pairs) - 1, 2)]
+    pairs = [pairs[i : i + 2] for i in range(0, len(pairs) - 1, 2)]
     row: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1], "history": pairs[:-1]}
     if c["system"] is not None:
         row["system"] = c["system"]
@@ -136,9 +195,26 @@ def as_alpaca(c: dict) -> dict:
 
 
 FORMATS = [as_messages, as_openai, as_sharegpt, as_chatglm3, as_chatglm3_prompt, as_alpaca]
-MUTATIONS = [None, "", "[]", "{}", 0, -1, True, "human", " Assistant ", "tool", "function_call", "<|observation|>", "{{name}}", "{'q': True}", 2**80, [], {}, "\ud800"]
-
-
+MUTATIONS = [
+    None,
+    "",
+    "[]",
+    "{}",
+    0,
+    -1,
+    True,
+    "human",
+    " Assistant ",
+    "tool",
+    "function_call",
+    "<|observation|>",
+    "{{name}}",
+    "{'q': True}",
+    2**80,
+    [],
+    {},
+    "\ud800",
+]
 
 
 @st.composite
@@ -149,7 +225,9 @@ def rows(draw) -> Any:
     row = draw(st.sampled_from(FORMATS))(draw(conversations()))
     for _ in range(draw(st.integers(0, 2))):
         path = draw(st.sampled_from(json_paths(row)))
-        row = edit_at(row, path, draw(json_values | st.sampled_from(MUTATIONS)), delete=bool(path) and draw(st.booleans()))
+        row = edit_at(
+            row, path, draw(json_values | st.sampled_from(MUTATIONS)), delete=bool(path) and draw(st.booleans())
+        )
     return row
 
 
@@ -180,7 +258,7 @@ def files(draw) -> tuple[bytes, int, bool, str]:
         elif damage == "insert":
             data = data[:at] + draw(st.binary(min_size=1, max_size=4)) + data[at:]
         elif at < len(data):
-            data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1:]
+            data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
     if draw(st.integers(0, 4)) == 0:
         data = gzip.compress(data)
         if draw(st.booleans()):
@@ -188,13 +266,20 @@ def files(draw) -> tuple[bytes, int, bool, str]:
             damage = "cut-gzip"
     # JSONL whose first row is an array is read as a JSON array (the file starts with "["): its
     # count differs by design (see test_hostile_inputs), like a damaged file's
-    return data, len(values), damage != "none" or (container.startswith("jsonl") and isinstance(values[0], list)), container
+    return (
+        data,
+        len(values),
+        damage != "none" or (container.startswith("jsonl") and isinstance(values[0], list)),
+        container,
+    )
 
 
 def check_row_is_canonical(row: dict, style: str) -> None:
     """Validates, is a fixed point of convert, and renders with sane special tokens and spans."""
     again = convert_row(row, Options(call_style=style))
-    assert again.ok and again.row == row and again.repairs == [] and not again.errors, [i.to_dict() for i in again.issues]
+    assert again.ok and again.row == row and again.repairs == [] and not again.errors, [
+        i.to_dict() for i in again.issues
+    ]
     messages = row["messages"]
     text = render(messages)
     structural = 2 + sum(1 for m in messages if m.get("tools") is not None) + sum(1 for m in messages if m["content"])
@@ -211,7 +296,9 @@ def check_row_is_canonical(row: dict, style: str) -> None:
 
 @FUZZ
 @given(case=files(), style=st.sampled_from(["native", "json"]), strict=st.booleans(), dedupe=st.booleans())
-def test_files_in_every_container_convert_with_an_exact_account(tmp_path_factory, case, style: str, strict: bool, dedupe: bool) -> None:
+def test_files_in_every_container_convert_with_an_exact_account(
+    tmp_path_factory, case, style: str, strict: bool, dedupe: bool
+) -> None:
     data, written, damaged, _ = case
     path = tmp_path_factory.mktemp("fuzz") / "in.data"
     path.write_bytes(data)
@@ -250,7 +337,9 @@ def test_the_cli_writes_exactly_the_kept_rows_and_the_rejects_verbatim(tmp_path_
     directory = tmp_path_factory.mktemp("cli")
     (directory / "in.data").write_bytes(data)
     result = run_cli(directory, "convert", "in.data", "-o", "out.jsonl", "--call-style", style, "--report", "r.json")
-    assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit)), result.output
+    assert "Traceback" not in result.output and (
+        result.exception is None or isinstance(result.exception, SystemExit)
+    ), result.output
     present = sorted(p.name for p in directory.iterdir())
     if result.exit_code == 2:  # only a file that is one JSON object over several lines is a usage error
         assert "written over several lines" in result.stderr and present == ["in.data"], result.stderr
@@ -264,7 +353,11 @@ def test_the_cli_writes_exactly_the_kept_rows_and_the_rejects_verbatim(tmp_path_
     assert result.exit_code == (1 if rejected else 0)
     if rejected:
         # split on "\n" only: str.splitlines() would also split inside strings holding U+2028 or U+0085
-        records = [json.loads(line) for line in (directory / "out.rejects.jsonl").read_text(encoding="utf-8").split("\n") if line]
+        records = [
+            json.loads(line)
+            for line in (directory / "out.rejects.jsonl").read_text(encoding="utf-8").split("\n")
+            if line
+        ]
         assert [rec["index"] for rec in records] == [r.index for r in rejected]
         source = gzip.decompress(data) if data[:2] == b"\x1f\x8b" and not damaged else data
         for rec, r in zip(records, rejected):
@@ -278,7 +371,9 @@ def test_the_cli_writes_exactly_the_kept_rows_and_the_rejects_verbatim(tmp_path_
     assert report["rows_in"] == report["rows_out"] + report["rejected"] + report["deduplicated"] == len(expected)
 
     # idempotent: the output converts to itself, with nothing repaired or rejected
-    again = run_cli(directory, "convert", "out.jsonl", "-o", "again.jsonl", "--call-style", style, "--report", "r2.json")
+    again = run_cli(
+        directory, "convert", "out.jsonl", "-o", "again.jsonl", "--call-style", style, "--report", "r2.json"
+    )
     assert again.exit_code == (0 if report["rows_out"] else 1), again.output
     if report["rows_out"]:
         assert (directory / "again.jsonl").read_bytes() == (directory / "out.jsonl").read_bytes()
@@ -287,7 +382,10 @@ def test_the_cli_writes_exactly_the_kept_rows_and_the_rejects_verbatim(tmp_path_
 
 
 @FUZZ
-@given(data=st.binary(max_size=200), prefix=st.sampled_from([b"", b"[", b"{", b"\x1f\x8b", b"\xef\xbb\xbf[", b"PAR1", b" \n\t"]))
+@given(
+    data=st.binary(max_size=200),
+    prefix=st.sampled_from([b"", b"[", b"{", b"\x1f\x8b", b"\xef\xbb\xbf[", b"PAR1", b" \n\t"]),
+)
 def test_random_bytes_never_crash_a_reader_or_a_command(tmp_path_factory, data: bytes, prefix: bytes) -> None:
     directory = tmp_path_factory.mktemp("bytes")
     (directory / "in.data").write_bytes(prefix + data)
@@ -299,19 +397,35 @@ def test_random_bytes_never_crash_a_reader_or_a_command(tmp_path_factory, data: 
     for r in results:
         report.add(r)
     assert report.balanced
-    for command in (["validate", "in.data"], ["convert", "in.data", "-o", "out.jsonl"], ["render", "in.data", "--all"], ["stats", "in.data"]):
+    for command in (
+        ["validate", "in.data"],
+        ["convert", "in.data", "-o", "out.jsonl"],
+        ["render", "in.data", "--all"],
+        ["stats", "in.data"],
+    ):
         result = run_cli(directory, *command)
         assert "Traceback" not in result.output, (command, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit), (command, repr(result.exception))
         assert result.exit_code in (0, 1, 2), (command, result.exit_code)
         if result.exit_code == 2:
-            assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), (command, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), (
+                command,
+                result.stderr,
+            )
 
 
-@pytest.mark.parametrize("seed_row", [
-    {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "loss": False}]},
-    {"conversations": [{"role": "user", "content": "a"}, {"role": "tool", "name": "f", "parameters": {}, "observation": None}]},
-])
+@pytest.mark.parametrize(
+    "seed_row",
+    [
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "loss": False}]},
+        {
+            "conversations": [
+                {"role": "user", "content": "a"},
+                {"role": "tool", "name": "f", "parameters": {}, "observation": None},
+            ]
+        },
+    ],
+)
 def test_edge_rows_from_earlier_fuzzing(tmp_path: Path, seed_row: dict) -> None:
     """Rows hypothesis found interesting, kept as fixed cases."""
     path = tmp_path / "in.jsonl"

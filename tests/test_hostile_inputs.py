@@ -548,7 +548,7 @@ def test_output_directory_the_kernel_refuses() -> None:
     write("in.jsonl", GOOD_LINE + "\n")
     result = run("convert", "in.jsonl", "-o", "/proc/glmdata-out.jsonl", code=2)
     line = error_line(result)
-    assert "/proc" in line and "no output file was written" in line or "not writable" in line, line
+    assert ("/proc" in line and "no output file was written" in line) or "not writable" in line, line
     assert not os.path.exists("/proc/glmdata-out.jsonl") and files() == {"in.jsonl"}
 
 

@@ -19,9 +19,9 @@ from glmdata.io import InputError, atomic_writer, read_records, write_jsonl
 
 TRICKY_ROWS = [
     {"conversations": [{"from": "human", "value": 'say "hi" \\ and ] or } or [ or {'}], "tools": "[]"},
-    {"s": "ends with a backslash \\", "t": "\\\"", "u": "\\\\"},
+    {"s": "ends with a backslash \\", "t": '\\"', "u": "\\\\"},
     {"nested": [[1, [2, [3]]], {"a": {"b": {"c": []}}}], "empty": {}, "list": []},
-    {"unicode": "汉字 и эмодзи 🙂 \u2028", "escaped": "\u00e9\n\t\"", "quote_at_end": "\""},
+    {"unicode": "汉字 и эмодзи 🙂 \u2028", "escaped": '\u00e9\n\t"', "quote_at_end": '"'},
     {"n": 1, "f": -2.5e-3, "t": True, "z": None},
 ]
 
@@ -43,7 +43,7 @@ def oracle_array(data: bytes) -> list[tuple[int, int, bytes, object]]:
             return out
         value, end = decoder.raw_decode(text, i)
         start_b = offset_bytes + len(text[:i].encode("utf-8"))
-        raw = data[start_b:offset_bytes + len(text[:end].encode("utf-8"))]
+        raw = data[start_b : offset_bytes + len(text[:end].encode("utf-8"))]
         out.append((len(out), data[:start_b].count(b"\n") + 1, raw, value))
         i = end
 
@@ -53,6 +53,7 @@ def as_array(rows: list, indent: int | None = 2) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------- JSON arrays
+
 
 @pytest.mark.parametrize("chunk", [1, 2, 7, 64, 1 << 20])
 @pytest.mark.parametrize("indent", [None, 2])
@@ -94,7 +95,10 @@ def test_json_array_with_bom_and_leading_whitespace(tmp_path: Path, monkeypatch)
     data = b"\xef\xbb\xbf\n\n  [\n" + b'{"a": 1},\n{"b": 2}]'
     path = tmp_path / "bom.json"
     path.write_bytes(data)
-    assert [(r.index, r.line, r.raw, r.value) for r in read_records(path)] == [(0, 4, b'{"a": 1}', {"a": 1}), (1, 5, b'{"b": 2}', {"b": 2})]
+    assert [(r.index, r.line, r.raw, r.value) for r in read_records(path)] == [
+        (0, 4, b'{"a": 1}', {"a": 1}),
+        (1, 5, b'{"b": 2}', {"b": 2}),
+    ]
 
 
 @pytest.mark.parametrize("content", [b"[]", b"[ \n ]", b"\n[]\n"])
@@ -155,6 +159,7 @@ def test_json_array_bad_element_is_one_rejected_row(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- JSONL
 
+
 def test_jsonl_blank_lines_crlf_and_bom(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n\r\n   \r\n{"b": "x y"}\r\n\n{"c": 3}')
@@ -171,7 +176,11 @@ def test_jsonl_invalid_lines_are_reported_with_their_line(tmp_path: Path) -> Non
     path.write_bytes(b'{"a": 1}\n{"a": 2,}\n\n{"t": "\xc3\x28"}\n{"n": NaN}\n{"a": 5}\n')
     got = list(read_records(path))
     assert [(r.index, r.line, r.error.code if r.error else None) for r in got] == [
-        (0, 1, None), (1, 2, "invalid-json"), (2, 4, "invalid-utf8"), (3, 5, "invalid-json"), (4, 6, None),
+        (0, 1, None),
+        (1, 2, "invalid-json"),
+        (2, 4, "invalid-utf8"),
+        (3, 5, "invalid-json"),
+        (4, 6, None),
     ]
     assert got[1].raw == b'{"a": 2,}'
     assert "byte 7" in got[2].error.message
@@ -207,6 +216,7 @@ def test_empty_and_whitespace_only_files_have_no_rows(tmp_path: Path, content: b
 
 # ---------------------------------------------------------------------------------------- gzip
 
+
 @pytest.mark.parametrize("name", ["glaive_toolcall_zh_sample.json", "openai_toolcall_sample.jsonl"])
 def test_gzip_reads_like_the_plain_file(tmp_path: Path, name: str, monkeypatch) -> None:
     plain = DATA / name
@@ -234,6 +244,7 @@ def test_truncated_gzip_is_reported(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- Parquet
 
+
 def test_parquet(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
@@ -247,7 +258,12 @@ def test_parquet(tmp_path: Path) -> None:
     assert [r.index for r in got] == [0, 1]
     assert all(r.line is None and r.error is None for r in got)
     # Arrow merged the message structs: the missing metadata came back as null
-    assert got[1].value == {"messages": [{"role": "user", "content": "a", "metadata": None}, {"role": "assistant", "content": "b", "metadata": None}]}
+    assert got[1].value == {
+        "messages": [
+            {"role": "user", "content": "a", "metadata": None},
+            {"role": "assistant", "content": "b", "metadata": None},
+        ]
+    }
     assert json.loads(got[1].raw) == got[1].value
     # and conversion removes those nulls again
     from glmdata.convert import convert_file
@@ -261,6 +277,7 @@ def test_parquet(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- stdin
+
 
 class _Stdin:
     def __init__(self, data: bytes):
@@ -286,6 +303,7 @@ def test_stdin_parquet(tmp_path: Path, monkeypatch) -> None:
 
 # ---------------------------------------------------------------------------------------- errors opening
 
+
 def test_missing_file_and_directory_raise_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         list(read_records(tmp_path / "nope.json"))
@@ -294,6 +312,7 @@ def test_missing_file_and_directory_raise_input_error(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- writing
+
 
 def test_atomic_writer_leaves_no_file_when_the_block_raises(tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
@@ -353,6 +372,7 @@ def test_write_jsonl_keeps_key_order_and_text(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- JSONL blocks
 
+
 def _from_blocks(path, size: int) -> list[tuple]:
     """read_blocks flattened back into records, each block's row count checked on the way."""
     out = []
@@ -366,7 +386,17 @@ def _from_blocks(path, size: int) -> list[tuple]:
     return [(r.index, r.line, r.raw, r.value, r.error) for r in out]
 
 
-_LINE_PARTS = [b'{"a": 1}', b'{"b": "x\\ny"}', b"", b"   ", b"\r", b"\t{}\t", b"not json", b"\xef\xbb\xbf{}", b'{"c": "' + b"z" * 40 + b'"}']
+_LINE_PARTS = [
+    b'{"a": 1}',
+    b'{"b": "x\\ny"}',
+    b"",
+    b"   ",
+    b"\r",
+    b"\t{}\t",
+    b"not json",
+    b"\xef\xbb\xbf{}",
+    b'{"c": "' + b"z" * 40 + b'"}',
+]
 
 
 from hypothesis import given, settings  # noqa: E402
@@ -374,7 +404,12 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(_LINE_PARTS), max_size=12), st.sampled_from([b"\n", b"\r\n"]), st.booleans(), st.integers(1, 64))
+@given(
+    st.lists(st.sampled_from(_LINE_PARTS), max_size=12),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.booleans(),
+    st.integers(1, 64),
+)
 def test_blocks_hold_the_rows_read_records_reads(lines, newline, trailing, size):
     """Blocks of whole lines (the commands' unit of work), at any block size, give back exactly
     the rows of read_records: blank and whitespace lines, CRLF, a BOM, no final newline, lines

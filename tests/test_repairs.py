@@ -66,36 +66,80 @@ EXPECTED_TOOL_ROW = tool_row()
 
 
 def test_every_repair_has_a_test() -> None:
-    tested = {name[len("test_repair_"):].replace("_", "-") for name in globals() if name.startswith("test_repair_")}
+    tested = {name[len("test_repair_") :].replace("_", "-") for name in globals() if name.startswith("test_repair_")}
     assert tested == set(REPAIRS)
 
 
 # ---------------------------------------------------------------------------------------- null-fields
 
+
 def test_repair_null_fields() -> None:
     """What a JSONL written through datasets/Arrow looks like: every key on every message."""
-    schema = {"type": "object", "properties": {
-        "location": {"type": "string", "description": "city", "enum": None},
-        "unit": None,  # a property another row's tool had: merged in as null
-    }, "required": ["location"]}
-    row = {"messages": [
-        {"role": "system", "content": "", "tools": [{"type": "function", "function": {"name": "get_weather", "description": "get_weather tool", "parameters": schema}}], "metadata": None, "loss": None},
-        {"role": "user", "content": "What is the weather in Beijing?", "tools": None, "metadata": None, "loss": None},
-        {"role": "assistant", "content": '{"location": "Beijing"}', "tools": None, "metadata": "get_weather", "loss": None},
-        {"role": "observation", "content": '{"temperature": 20}', "tools": None, "metadata": None, "loss": None},
-        {"role": "assistant", "content": "It is 20 degrees in Beijing.", "tools": None, "metadata": None, "loss": None},
-    ]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "city", "enum": None},
+            "unit": None,  # a property another row's tool had: merged in as null
+        },
+        "required": ["location"],
+    }
+    row = {
+        "messages": [
+            {
+                "role": "system",
+                "content": "",
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "description": "get_weather tool", "parameters": schema},
+                    }
+                ],
+                "metadata": None,
+                "loss": None,
+            },
+            {
+                "role": "user",
+                "content": "What is the weather in Beijing?",
+                "tools": None,
+                "metadata": None,
+                "loss": None,
+            },
+            {
+                "role": "assistant",
+                "content": '{"location": "Beijing"}',
+                "tools": None,
+                "metadata": "get_weather",
+                "loss": None,
+            },
+            {"role": "observation", "content": '{"temperature": 20}', "tools": None, "metadata": None, "loss": None},
+            {
+                "role": "assistant",
+                "content": "It is 20 degrees in Beijing.",
+                "tools": None,
+                "metadata": None,
+                "loss": None,
+            },
+        ]
+    }
     result = assert_repaired(
         row,
         "null-fields",
         [
             "messages[0].tools[0].function.parameters.properties.location.enum",
             "messages[0].tools[0].function.parameters.properties.unit",
-            "messages[0].metadata", "messages[0].loss",
-            "messages[1].tools", "messages[1].metadata", "messages[1].loss",
-            "messages[2].tools", "messages[2].loss",
-            "messages[3].tools", "messages[3].metadata", "messages[3].loss",
-            "messages[4].tools", "messages[4].metadata", "messages[4].loss",
+            "messages[0].metadata",
+            "messages[0].loss",
+            "messages[1].tools",
+            "messages[1].metadata",
+            "messages[1].loss",
+            "messages[2].tools",
+            "messages[2].loss",
+            "messages[3].tools",
+            "messages[3].metadata",
+            "messages[3].loss",
+            "messages[4].tools",
+            "messages[4].metadata",
+            "messages[4].loss",
         ],
         EXPECTED_TOOL_ROW,
     )
@@ -106,24 +150,41 @@ def test_repair_null_fields() -> None:
 
 
 def test_null_inside_call_arguments_and_results_is_data() -> None:
-    row = glaive_tool_row(json.dumps({"name": "get_weather", "arguments": {"location": "Beijing", "unit": None}}),
-                          tools=[tool(properties={"location": {"type": "string"}, "unit": {"type": ["string", "null"]}}, required=["location"])])
+    row = glaive_tool_row(
+        json.dumps({"name": "get_weather", "arguments": {"location": "Beijing", "unit": None}}),
+        tools=[
+            tool(
+                properties={"location": {"type": "string"}, "unit": {"type": ["string", "null"]}}, required=["location"]
+            )
+        ],
+    )
     result = assert_silent(row, "null-fields")
     assert json.loads(result.row["messages"][2]["content"]) == {"location": "Beijing", "unit": None}
-    chatglm3 = {"tools": [tool()], "conversations": [
-        {"role": "user", "content": "weather?"},
-        {"role": "tool", "name": "get_weather", "parameters": {"location": "Beijing"}, "observation": {"temperature": None}},
-        {"role": "assistant", "content": "unknown"},
-    ]}
+    chatglm3 = {
+        "tools": [tool()],
+        "conversations": [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "tool",
+                "name": "get_weather",
+                "parameters": {"location": "Beijing"},
+                "observation": {"temperature": None},
+            },
+            {"role": "assistant", "content": "unknown"},
+        ],
+    }
     result = assert_silent(chatglm3, "null-fields")
     assert result.row["messages"][3] == msg("observation", '{"temperature": null}')
 
 
 # ---------------------------------------------------------------------------------------- tools
 
+
 def test_repair_tools_json_string() -> None:
     row = glaive(("human", "hi"), ("gpt", "hello"), tools=json.dumps([tool()]))
-    expected = {"messages": [{"role": "system", "content": "", "tools": [tool()]}, msg("user", "hi"), msg("assistant", "hello")]}
+    expected = {
+        "messages": [{"role": "system", "content": "", "tools": [tool()]}, msg("user", "hi"), msg("assistant", "hello")]
+    }
     result = assert_repaired(row, "tools-json-string", ["tools"], expected)
     assert result.repairs == [("tools-json-string", "tools")]
     assert_silent(glaive(("human", "hi"), ("gpt", "hello"), tools=[tool()]), "tools-json-string")
@@ -134,7 +195,9 @@ def test_repair_tools_json_string() -> None:
     for value in ('"get_weather"', "5", "true"):
         odd = convert(glaive(("human", "hi"), ("gpt", "hello"), tools=value))
         assert odd.rejected and codes(odd) == ["tools-not-list"] and odd.issues[0].path == "tools"
-    on_message = convert({"messages": [{"role": "system", "content": "s", "tools": 5}, msg("user", "hi"), msg("assistant", "hello")]})
+    on_message = convert(
+        {"messages": [{"role": "system", "content": "s", "tools": 5}, msg("user", "hi"), msg("assistant", "hello")]}
+    )
     assert codes(on_message) == ["tools-not-list"] and on_message.issues[0].path == "messages[0].tools"
 
 
@@ -145,8 +208,19 @@ def test_repair_empty_tools(empty) -> None:
     result = assert_repaired(row, "empty-tools", ["tools"], expected)
     assert result.repairs == [("empty-tools", "tools")]
     # on a GLM-4 message, too
-    messages_row = {"messages": [{"role": "system", "content": "Be brief.", "tools": empty}, msg("user", "hi"), msg("assistant", "hello")]}
-    assert_repaired(messages_row, "empty-tools", ["messages[0].tools"], {"messages": [msg("system", "Be brief."), msg("user", "hi"), msg("assistant", "hello")]})
+    messages_row = {
+        "messages": [
+            {"role": "system", "content": "Be brief.", "tools": empty},
+            msg("user", "hi"),
+            msg("assistant", "hello"),
+        ]
+    }
+    assert_repaired(
+        messages_row,
+        "empty-tools",
+        ["messages[0].tools"],
+        {"messages": [msg("system", "Be brief."), msg("user", "hi"), msg("assistant", "hello")]},
+    )
     assert_silent(glaive(("human", "hi"), ("gpt", "hello")), "empty-tools")  # no tools key: nothing was empty
 
 
@@ -176,20 +250,39 @@ def test_repair_bare_tool() -> None:
     ("shape", "path"),
     [
         ({"name": "get_weather", "args": {"location": "shanghai"}}, "tools[0].args"),  # GLM-4 finetune README
-        ({"func_call": "get_weather", "parameters": {"location": "shanghai"}}, "tools[0].parameters"),  # ChatGLM3 README
+        (
+            {"func_call": "get_weather", "parameters": {"location": "shanghai"}},
+            "tools[0].parameters",
+        ),  # ChatGLM3 README
     ],
 )
 def test_repair_example_tool_schema(shape: dict, path: str) -> None:
-    row = {"tools": [shape], "conversations": [
-        {"role": "user", "content": "weather in Shanghai?"},
-        {"role": "tool", "name": "get_weather", "parameters": {"location": "Shanghai"}, "observation": "sunny"},
-        {"role": "assistant", "content": "Sunny."},
-    ]}
+    row = {
+        "tools": [shape],
+        "conversations": [
+            {"role": "user", "content": "weather in Shanghai?"},
+            {"role": "tool", "name": "get_weather", "parameters": {"location": "Shanghai"}, "observation": "sunny"},
+            {"role": "assistant", "content": "Sunny."},
+        ],
+    }
     result = assert_repaired(row, "example-tool-schema", [path])
-    assert result.row["messages"][0] == {"role": "system", "content": "", "tools": [{"type": "function", "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
-    }}]}
+    assert result.row["messages"][0] == {
+        "role": "system",
+        "content": "",
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"location": {"type": "string"}},
+                        "required": ["location"],
+                    },
+                },
+            }
+        ],
+    }
     assert [(i.code, i.path) for i in result.issues] == [("inferred-schema", path)]
     assert result.issues[0].severity == "warning"
     assert convert(row, strict=True).rejected  # a guessed schema is a warning: --strict rejects it
@@ -202,8 +295,14 @@ def test_example_values_of_every_json_type() -> None:
     shape = {"name": "f", "args": {"s": "x", "i": 3, "n": 1.5, "b": True, "l": [1], "o": {"k": 1}, "z": None}}
     result = convert(glaive(("human", "hi"), ("gpt", "hello"), tools=[shape]))
     parameters = result.row["messages"][0]["tools"][0]["function"]["parameters"]
-    assert parameters["properties"] == {"s": {"type": "string"}, "i": {"type": "integer"}, "n": {"type": "number"},
-                                        "b": {"type": "boolean"}, "l": {"type": "array"}, "o": {"type": "object"}}
+    assert parameters["properties"] == {
+        "s": {"type": "string"},
+        "i": {"type": "integer"},
+        "n": {"type": "number"},
+        "b": {"type": "boolean"},
+        "l": {"type": "array"},
+        "o": {"type": "object"},
+    }
     assert parameters["required"] == ["s", "i", "n", "b", "l", "o"]
     # a null example tells no type: removed as a null before the schema is guessed
     assert ("null-fields", "tools[0].args.z") in result.repairs
@@ -211,20 +310,43 @@ def test_example_values_of_every_json_type() -> None:
 
 # ---------------------------------------------------------------------------------------- call arguments
 
+
 def test_repair_python_literal_args() -> None:
     """ms-swift PR #10169: arguments written as Python (single quotes, True/None) are not JSON."""
-    schema = tool(properties={"location": {"type": "string"}, "metric": {"type": "boolean"}, "unit": {"type": ["string", "null"]}}, required=["location"])
-    row = glaive_tool_row("{'name': 'get_weather', 'arguments': {'location': 'Beijing', 'metric': True, 'unit': None}}", tools=[schema])
+    schema = tool(
+        properties={
+            "location": {"type": "string"},
+            "metric": {"type": "boolean"},
+            "unit": {"type": ["string", "null"]},
+        },
+        required=["location"],
+    )
+    row = glaive_tool_row(
+        "{'name': 'get_weather', 'arguments': {'location': 'Beijing', 'metric': True, 'unit': None}}", tools=[schema]
+    )
     result = assert_repaired(row, "python-literal-args", ["conversations[1].value"])
     assert result.row["messages"][2] == call("get_weather", {"location": "Beijing", "metric": True, "unit": None})
     assert result.row["messages"][2]["content"] == '{"location": "Beijing", "metric": true, "unit": null}'
     # OpenAI arguments string in Python syntax
-    openai = {"messages": [
-        msg("user", "What is the weather in Beijing?"),
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{'location': 'Beijing'}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 20}'},
-        msg("assistant", "It is 20 degrees in Beijing."),
-    ], "tools": [tool()]}
+    openai = {
+        "messages": [
+            msg("user", "What is the weather in Beijing?"),
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{'location': 'Beijing'}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 20}'},
+            msg("assistant", "It is 20 degrees in Beijing."),
+        ],
+        "tools": [tool()],
+    }
     assert_repaired(openai, "python-literal-args", ["messages[1].tool_calls[0].function.arguments"], EXPECTED_TOOL_ROW)
     assert_silent(glaive_tool_row(), "python-literal-args")
     # neither JSON nor a Python literal: rejected as a bad call, with the path
@@ -234,15 +356,30 @@ def test_repair_python_literal_args() -> None:
 
 def test_repair_arguments_json_string() -> None:
     text = json.dumps({"name": "get_weather", "arguments": json.dumps({"location": "Beijing"})})
-    assert_repaired(glaive_tool_row(text), "arguments-json-string", ["conversations[1].value.arguments"], EXPECTED_TOOL_ROW)
+    assert_repaired(
+        glaive_tool_row(text), "arguments-json-string", ["conversations[1].value.arguments"], EXPECTED_TOOL_ROW
+    )
     assert_silent(glaive_tool_row(), "arguments-json-string")
     # OpenAI arguments are a JSON string by definition: parsing them is not a repair
-    openai = {"messages": [
-        msg("user", "What is the weather in Beijing?"),
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Beijing"}'}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 20}'},
-        msg("assistant", "It is 20 degrees in Beijing."),
-    ], "tools": [tool()]}
+    openai = {
+        "messages": [
+            msg("user", "What is the weather in Beijing?"),
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location": "Beijing"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 20}'},
+            msg("assistant", "It is 20 degrees in Beijing."),
+        ],
+        "tools": [tool()],
+    }
     assert assert_silent(openai, "arguments-json-string").row == EXPECTED_TOOL_ROW
     # a JSON string that holds no object is rejected, not passed on
     scalar = convert(glaive_tool_row(json.dumps({"name": "get_weather", "arguments": "[1, 2]"})))
@@ -258,9 +395,13 @@ _JSON_CALL = json.dumps({"name": "get_weather", "arguments": {"location": "Beiji
 def _alias_rows(alias: str, canonical: str) -> tuple[dict, dict]:
     """A row with ``alias`` where ``canonical`` belongs, and the row it must become."""
     if canonical == "user":
-        return {"messages": [msg(alias, "hi"), msg("assistant", "hello")]}, {"messages": [msg("user", "hi"), msg("assistant", "hello")]}
+        return {"messages": [msg(alias, "hi"), msg("assistant", "hello")]}, {
+            "messages": [msg("user", "hi"), msg("assistant", "hello")]
+        }
     if canonical == "assistant":
-        return {"messages": [msg("user", "hi"), msg(alias, "hello")]}, {"messages": [msg("user", "hi"), msg("assistant", "hello")]}
+        return {"messages": [msg("user", "hi"), msg(alias, "hello")]}, {
+            "messages": [msg("user", "hi"), msg("assistant", "hello")]
+        }
     if canonical == "observation":
         messages = tool_row()["messages"]
         messages[3] = msg(alias, messages[3]["content"])
@@ -273,10 +414,19 @@ def _alias_rows(alias: str, canonical: str) -> tuple[dict, dict]:
 @pytest.mark.parametrize(
     ("alias", "canonical", "index"),
     [
-        ("human", "user", 0), ("users", "user", 0), ("USER", "user", 0), ("User ", "user", 0),
-        ("gpt", "assistant", 1), ("bot", "assistant", 1), (" Assistant ", "assistant", 1), ("ASSISTANT", "assistant", 1),
-        ("tool", "observation", 3), ("function", "observation", 3), ("Observation", "observation", 3),
-        ("function_call", "function_call", 2), ("Function Call", "function_call", 2),
+        ("human", "user", 0),
+        ("users", "user", 0),
+        ("USER", "user", 0),
+        ("User ", "user", 0),
+        ("gpt", "assistant", 1),
+        ("bot", "assistant", 1),
+        (" Assistant ", "assistant", 1),
+        ("ASSISTANT", "assistant", 1),
+        ("tool", "observation", 3),
+        ("function", "observation", 3),
+        ("Observation", "observation", 3),
+        ("function_call", "function_call", 2),
+        ("Function Call", "function_call", 2),
     ],
 )
 def test_repair_role_alias(alias: str, canonical: str, index: int) -> None:
@@ -289,16 +439,34 @@ def test_repair_role_alias(alias: str, canonical: str, index: int) -> None:
 def test_role_alias_native_names_of_a_format_are_not_repairs() -> None:
     """Glaive's human/gpt/function_call/observation and OpenAI's tool are the formats' own names."""
     assert_silent(glaive_tool_row(), "role-alias")
-    openai = {"messages": [
-        msg("user", "What is the weather in Beijing?"),
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Beijing"}'}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 20}'},
-        msg("assistant", "It is 20 degrees in Beijing."),
-    ], "tools": [tool()]}
+    openai = {
+        "messages": [
+            msg("user", "What is the weather in Beijing?"),
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location": "Beijing"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 20}'},
+            msg("assistant", "It is 20 degrees in Beijing."),
+        ],
+        "tools": [tool()],
+    }
     assert assert_silent(openai, "role-alias").row == EXPECTED_TOOL_ROW
     # in a Glaive row, "users" and "bot" are typos: repaired
     typo = glaive(("users", "hi"), ("bot", "hello"))
-    assert_repaired(typo, "role-alias", ["conversations[0].from", "conversations[1].from"], {"messages": [msg("user", "hi"), msg("assistant", "hello")]})
+    assert_repaired(
+        typo,
+        "role-alias",
+        ["conversations[0].from", "conversations[1].from"],
+        {"messages": [msg("user", "hi"), msg("assistant", "hello")]},
+    )
 
 
 def test_unknown_role_is_rejected_with_the_known_ones() -> None:
@@ -310,6 +478,7 @@ def test_unknown_role_is_rejected_with_the_known_ones() -> None:
 
 # ---------------------------------------------------------------------------------------- calls
 
+
 def test_repair_function_call() -> None:
     result = assert_repaired(glaive_tool_row(), "function-call", ["conversations[1]"], EXPECTED_TOOL_ROW)
     assert result.repairs == [("function-call", "conversations[1]")]
@@ -320,10 +489,14 @@ def test_repair_function_call() -> None:
 
 
 def test_repair_tools_to_system() -> None:
-    on_user = {"messages": [
-        {"role": "user", "content": "What is the weather in Beijing?", "tools": [tool()]},
-        call(), msg("observation", '{"temperature": 20}'), msg("assistant", "It is 20 degrees in Beijing."),
-    ]}
+    on_user = {
+        "messages": [
+            {"role": "user", "content": "What is the weather in Beijing?", "tools": [tool()]},
+            call(),
+            msg("observation", '{"temperature": 20}'),
+            msg("assistant", "It is 20 degrees in Beijing."),
+        ]
+    }
     assert_repaired(on_user, "tools-to-system", ["messages[0].tools"], EXPECTED_TOOL_ROW)
     # with a system message already there, the tools join it and its text is kept
     with_system = {"messages": [msg("system", "Be brief."), *on_user["messages"]]}
@@ -346,8 +519,13 @@ def test_repair_call_style(style: str) -> None:
 
 def test_call_style_applies_to_every_format() -> None:
     """A Glaive ``gpt`` turn written as a JSON-style call is a call: written in the chosen style."""
-    row = glaive(("human", "What is the weather in Beijing?"), ("gpt", _JSON_CALL), ("observation", '{"temperature": 20}'),
-                 ("gpt", "It is 20 degrees in Beijing."), tools=[tool()])
+    row = glaive(
+        ("human", "What is the weather in Beijing?"),
+        ("gpt", _JSON_CALL),
+        ("observation", '{"temperature": 20}'),
+        ("gpt", "It is 20 degrees in Beijing."),
+        tools=[tool()],
+    )
     assert_repaired(row, "call-style", ["conversations[1].value"], EXPECTED_TOOL_ROW)
     kept = convert(row, call_style="json")
     assert kept.row["messages"][2] == msg("assistant", _JSON_CALL) and "call-style" not in repair_names(kept)
@@ -359,7 +537,11 @@ def test_repairs_are_counted_once_per_row_in_the_report() -> None:
     report = Report()
     report.add(convert(glaive(("users", "a"), ("bot", "b"), ("users", "c"), ("bot", "d"))))
     assert report.repairs == {"role-alias": 1}
-    assert report.to_dict()["repairs"]["role-alias"] == {"rows": 1, "description": REPAIRS["role-alias"], "examples": [0]}
+    assert report.to_dict()["repairs"]["role-alias"] == {
+        "rows": 1,
+        "description": REPAIRS["role-alias"],
+        "examples": [0],
+    }
 
 
 def test_disabled_repair_names_are_validated() -> None:

@@ -38,7 +38,10 @@ def test_tool_call_rows_in_both_parts(tmp_path: Path) -> None:
 
 
 def test_duplicates_follow_their_first_copy(tmp_path: Path) -> None:
-    rows = [{"messages": [{"role": "user", "content": f"q{i % 5}"}, {"role": "assistant", "content": "a"}]} for i in range(40)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i % 5}"}, {"role": "assistant", "content": "a"}]}
+        for i in range(40)
+    ]
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for seed in range(5):

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_tokenizer import build_tiny_tokenizer
 from typer.testing import CliRunner
 
 from glmdata.cli import app
 from glmdata.masks import tokenize, truncation_report
 from glmdata.render import render_spans
 from glmdata.stats import compute, histogram, percentile
-
-from tiny_tokenizer import build_tiny_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -28,13 +27,15 @@ WEATHER = {
 }
 ROWS = [
     # 0: a tool call with its observation
-    {"messages": [
-        {"role": "system", "content": "", "tools": [WEATHER]},
-        {"role": "user", "content": "Weather in Beijing?"},
-        {"role": "assistant", "metadata": "get_weather", "content": '{"city": "Beijing"}'},
-        {"role": "observation", "content": '{"temp": 20}'},
-        {"role": "assistant", "content": "It is 20 degrees."},
-    ]},
+    {
+        "messages": [
+            {"role": "system", "content": "", "tools": [WEATHER]},
+            {"role": "user", "content": "Weather in Beijing?"},
+            {"role": "assistant", "metadata": "get_weather", "content": '{"city": "Beijing"}'},
+            {"role": "observation", "content": '{"temp": 20}'},
+            {"role": "assistant", "content": "It is 20 degrees."},
+        ]
+    },
     # 1 and 2: plain chat, exact duplicates
     {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
     {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
@@ -43,12 +44,14 @@ ROWS = [
     # 4: nothing to train (the only assistant turn has loss false)
     {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "loss": False}]},
     # 5: two user turns, a long answer
-    {"messages": [
-        {"role": "user", "content": "tell me"},
-        {"role": "assistant", "content": "x" * 40},
-        {"role": "user", "content": "more"},
-        {"role": "assistant", "content": "y" * 80},
-    ]},
+    {
+        "messages": [
+            {"role": "user", "content": "tell me"},
+            {"role": "assistant", "content": "x" * 40},
+            {"role": "user", "content": "more"},
+            {"role": "assistant", "content": "y" * 80},
+        ]
+    },
 ]
 
 
@@ -86,7 +89,9 @@ def test_character_lengths_are_those_of_the_training_text(handmade: Path) -> Non
     s = compute(str(handmade))
     expected = sorted(len(render_spans(r["messages"]).text) for i, r in enumerate(ROWS) if i not in (3, 4))
     assert sorted(s.lengths) == expected
-    trained = sorted(sum(e - b for b, e in render_spans(r["messages"]).spans) for i, r in enumerate(ROWS) if i not in (3, 4))
+    trained = sorted(
+        sum(e - b for b, e in render_spans(r["messages"]).spans) for i, r in enumerate(ROWS) if i not in (3, 4)
+    )
     assert sorted(s.trained_lengths) == trained
 
 

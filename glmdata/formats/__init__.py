@@ -45,4 +45,3 @@ def describe_unknown(row: dict) -> str:
     keys = ", ".join(sorted(map(str, row))) or "none"
     known = "; ".join(f"{name}: {module.SIGNATURE}" for name, module in FORMATS.items())
     return f"cannot tell the format from the keys seen ({keys}); known formats: {known}"
-

@@ -60,7 +60,6 @@ class ChatGLM3PromptRow(BaseModel):
     history: list[tuple[str, str]] = Field(default_factory=list)
 
 
-
 ADAPTER = TypeAdapter(ChatGLM3Row)
 PROMPT_ADAPTER = TypeAdapter(ChatGLM3PromptRow)
 MODEL = ChatGLM3Row
@@ -109,7 +108,9 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
             fx.apply("function-call", path, "function_call turn")
             builder.call_from_text(message.content, f"{path}.content", loss=message.loss)
         else:
-            builder.add(role, message.content, loss=message.loss, metadata=message.metadata or None, path=f"{path}.content")
+            builder.add(
+                role, message.content, loss=message.loss, metadata=message.metadata or None, path=f"{path}.content"
+            )
 
 
 _MESSAGE = TypeAdapter(ChatGLM3Message)

@@ -20,7 +20,14 @@ from glmdata.builder import MessagesBuilder
 from glmdata.issues import reject, validate
 from glmdata.repairs import Fixer, call_arguments, canonical_role, normalize_tools
 
-NATIVE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "observation", "function": "observation"}
+NATIVE_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "observation",
+    "function": "observation",
+}
 SIGNATURE = '{"messages": [{"role", "content", "tool_calls"?, "tool_call_id"?}], "tools"?}'
 
 

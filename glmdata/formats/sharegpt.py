@@ -8,10 +8,10 @@ function_call / observation (/ system); ``tools`` is usually a JSON *string* of 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, TypeAdapter
-from typing_extensions import Annotated, NotRequired, TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from glmdata.builder import MessagesBuilder
 from glmdata.issues import validate

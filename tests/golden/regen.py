@@ -84,7 +84,11 @@ def main(argv: list[str]) -> int:
         rows, report = produce(name)
         rows_path, report_path = paths(name)
         if check:
-            if not rows_path.is_file() or rows_path.read_bytes() != rows or report_path.read_text(encoding="utf-8") != report:
+            if (
+                not rows_path.is_file()
+                or rows_path.read_bytes() != rows
+                or report_path.read_text(encoding="utf-8") != report
+            ):
                 stale.append(name)
             continue
         rows_path.write_bytes(rows)
