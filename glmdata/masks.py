@@ -2,22 +2,19 @@
 ``glmdata stats`` and the trainer alike.
 
 The training text and its trained character spans come from ``glmdata.render.render_spans``. Every
-span starts and ends on a role tag, and GLM-4's tokenizer keeps each tag as one special token and
-encodes the text between two tags without looking across them. So the text is split at the
-tokenizer's special tokens, the pieces between them are encoded as ordinary text (many rows'
-pieces in one call, on several threads; a piece that repeats among them, such as a tools block or
-a system prompt, once), each tag becomes its id, and a piece is trained or not as a whole: no work
-per token beyond building the lists. A span edge that does not fall on a tag means the text or the
-tokenizer does not follow GLM-4's tags, and raises ``MaskError`` rather than training on a wrong
-mask.
+span starts and ends on a role tag, and GLM-4's tokenizer keeps each tag as one special token. So
+the ids are the tokenizer's own for the whole text (its batch call, on its threads, without
+offsets), the text is split at its special tokens to know where each tag is, the k-th tag of the
+text is the k-th special id of the ids (a list search finds it), and each piece between tags is
+trained or not as a whole: no work per token beyond building the label lists. A span edge that does
+not fall on a tag means the text or the tokenizer does not follow GLM-4's tags, and raises
+``MaskError`` rather than training on a wrong mask.
 
-The ids are exactly those of the tokenizer's own call on the whole text (``tokenizer(text,
-add_special_tokens=False)``): for tiktoken that is how ``encode(text, allowed_special="all")``
-works inside; for a ``tokenizers`` backend it is how its added vocabulary splits text before
-anything else runs, and a probe checks it once per tokenizer. A tokenizer that
-``glmdata.tokenizer.load_tokenizer`` converted from glm-4-9b-chat's tiktoken files is encoded with
-tiktoken itself (``glmdata.tokenizer.tiktoken_encoding``: the same ids, several times faster on
-this vocabulary); every other fast tokenizer with its ``tokenizers`` backend.
+A tokenizer that ``glmdata.tokenizer.load_tokenizer`` converted from glm-4-9b-chat's tiktoken files
+is encoded with tiktoken itself (``glmdata.tokenizer.tiktoken_encoding``: ``encode(text,
+allowed_special="all")``, the same ids, several times faster on this vocabulary); every other fast
+tokenizer with its ``tokenizers`` backend (``encode_batch`` with ``add_special_tokens=False``: the
+ids of its own ``__call__``).
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,9 +86,8 @@ def encode_rendered(rendered: Rendered, tokenizer: Any, *, max_length: int | Non
 def encode_batch(
     rendered: Sequence[Rendered], tokenizer: Any, *, max_length: int | None = None
 ) -> list[dict[str, list[int]]]:
-    """``encode_rendered`` for many texts at once: the text between tags of all of them is encoded
-    in one call of the tokenizer (its threads at work), each distinct piece once. Errors name the
-    row's position (``row 3 of the batch: ...``)."""
+    """``encode_rendered`` for many texts at once, encoded in one batch call of the tokenizer (its
+    threads at work). Errors name the row's position (``row 3 of the batch: ...``)."""
     return _encode(
         rendered,
         _encoder(tokenizer),
@@ -204,7 +200,6 @@ def truncation_report(
 # Token index ranges of a row's trained spans: (first token, end token, span index), in order.
 Ranges = list[tuple[int, int, int]]
 R = TypeVar("R")
-T = TypeVar("T")
 
 
 def _encode(
@@ -212,40 +207,43 @@ def _encode(
 ) -> list[R]:
     """``finish(input_ids, ranges)`` for each rendered text: its token ids and the token ranges of
     its trained spans. ``where`` (with ``{}`` for the row's position) prefixes ``MaskError``s."""
-    if not encoder.rows_per_task:
-        return _encode_rows(rendered, 0, encoder, finish, where)
-
-    # Rows in chunks over the available cores: tiktoken releases the GIL, so one chunk's Python work
-    # runs while others encode.
-    def encode_chunk(start: int) -> list[R]:
-        return _encode_rows(rendered[start : start + encoder.rows_per_task], start, encoder, finish, where)
-
-    starts = range(0, len(rendered), encoder.rows_per_task)
-    return [row for chunk in _in_threads(encode_chunk, starts) for row in chunk]
-
-
-def _encode_rows(
-    rendered: Sequence[Rendered], first: int, encoder: _Encoder, finish: Callable[[list[int], Ranges], R], where: str
-) -> list[R]:
-    # [text, tag, text, tag, ..., text] for each row; each distinct text encoded once, in one call
-    pieces = [encoder.split(r.text) for r in rendered]
-    texts = list(dict.fromkeys(p for row in pieces for p in row[::2] if p))
-    ids_of = {"": [], **encoder.tag_lists, **dict(zip(texts, encoder.encode(texts), strict=True))}
     out = []
-    for index, (r, row) in enumerate(zip(rendered, pieces, strict=True), first):
-        row_ids = list(map(ids_of.__getitem__, row))
-        input_ids = list(chain.from_iterable(row_ids))
-        # the character offset of each piece's end -> the token index there
-        tokens_at = dict(zip(accumulate(map(len, row)), accumulate(map(len, row_ids)), strict=True))
-        tokens_at[0] = 0
-        ranges = []
-        for k, (a, b) in enumerate(r.spans):
-            i, j = tokens_at.get(a), tokens_at.get(b)
-            if i is None or j is None:
-                raise MaskError(where.format(index) + _off_tag(r.text, a if i is None else b))
-            ranges.append((i, j, k))
+    for index, (r, input_ids) in enumerate(zip(rendered, encoder.encode([r.text for r in rendered]), strict=True)):
+        try:
+            ranges = _ranges(r, input_ids, encoder)
+        except MaskError as e:
+            raise MaskError(where.format(index) + str(e)) from None
         out.append(finish(input_ids, ranges))
     return out
+
+
+def _ranges(rendered: Rendered, input_ids: list[int], encoder: _Encoder) -> Ranges:
+    """The token ranges of the trained spans. The k-th special token in the text is the k-th
+    special id in ``input_ids`` (the text between them never encodes to one), so a list search finds
+    where each tag is; every span edge must be the edge of a tag."""
+    text = rendered.text
+    pieces = encoder.split(text)  # [text, tag, text, tag, ..., text]
+    ends = list(accumulate(map(len, pieces)))
+    tokens_at = {0: 0, len(text): len(input_ids)}  # character offset of a tag's edge -> token index
+    position = -1
+    for k in range(1, len(pieces), 2):
+        try:
+            position = input_ids.index(encoder.tag_ids[pieces[k]], position + 1)
+        except ValueError:
+            raise MaskError(
+                f"the tokenizer did not encode {pieces[k]!r} at character {ends[k - 1]} as its special token"
+            ) from None
+        tokens_at[ends[k - 1]] = position
+        tokens_at[ends[k]] = position + 1
+    if encoder.text_may_encode_to_tags and sum(map(encoder.tag_id_set.__contains__, input_ids)) != len(pieces) // 2:
+        raise MaskError("the tokenizer encodes text between special tokens to a special token (its normalizer)")
+    ranges = []
+    for k, (a, b) in enumerate(rendered.spans):
+        i, j = tokens_at.get(a), tokens_at.get(b)
+        if i is None or j is None:
+            raise MaskError(_off_tag(text, a if i is None else b))
+        ranges.append((i, j, k))
+    return ranges
 
 
 def _off_tag(text: str, edge: int) -> str:
@@ -272,17 +270,17 @@ def _labelled(input_ids: list[int], ranges: Ranges, max_length: int | None) -> d
 
 
 class _Encoder:
-    """How one tokenizer, as it is now, encodes rendered text: the special tokens it splits the text
-    at and their ids, the batch call for the text between them, and how many rows to hand each of
-    glmdata's threads (0: the call has threads of its own, give it the whole batch)."""
+    """How one tokenizer, as it is now, encodes rendered text: its batch call (the ids of whole
+    texts, as its own ``__call__`` gives them, without offsets), the special tokens it splits text at
+    (every one, not only GLM-4's: the walk in ``_ranges`` must meet all of them) and their ids."""
 
     def __init__(
-        self, tag_ids: dict[str, int], encode: Callable[[list[str]], list[list[int]]], rows_per_task: int
+        self, encode: Callable[[list[str]], list[list[int]]], tag_ids: dict[str, int], text_may_encode_to_tags: bool
     ) -> None:
-        self.rows_per_task = rows_per_task
-        self.tag_ids = tag_ids
-        self.tag_lists = {tag: [i] for tag, i in tag_ids.items()}
         self.encode = encode
+        self.tag_ids = tag_ids
+        self.tag_id_set = set(tag_ids.values())
+        self.text_may_encode_to_tags = text_may_encode_to_tags
         # Longest first: where two tags start at one place, the longer wins, as in the tokenizers'
         # added vocabulary (leftmost-longest). A capturing group makes `split` keep the tags.
         alternatives = "|".join(map(re.escape, sorted(tag_ids, key=len, reverse=True)))
@@ -318,7 +316,6 @@ def _encoder(tokenizer: Any) -> _Encoder:
             f"the tokenizer does not have the GLM-4 special tokens {', '.join(missing)}: they would be "
             "tokenized as plain text; load GLM-4's tokenizer with glmdata.tokenizer.load_tokenizer"
         )
-    _probe(tokenizer, encoder)
     try:
         _encoders[tokenizer] = (state, encoder)
     except TypeError:
@@ -327,13 +324,12 @@ def _encoder(tokenizer: Any) -> _Encoder:
 
 
 def _tiktoken_encoder(encoding: Any) -> _Encoder:
-    # tiktoken's encode(text, allowed_special="all") splits at its special tokens and encodes each
-    # piece between them with encode_ordinary: the same as here.
-    def encode(texts: list[str]) -> list[list[int]]:
-        return [encoding.encode_ordinary(text) for text in texts]
+    def encode_chunk(texts: Sequence[str]) -> list[list[int]]:
+        return [encoding.encode(text, allowed_special="all") for text in texts]
 
+    # tiktoken matches its special tokens exactly and encode_ordinary never gives one.
     tags = {token: encoding.encode_single_token(token) for token in encoding.special_tokens_set}
-    return _Encoder(tags, encode, rows_per_task=32)
+    return _Encoder(lambda texts: _in_threads(encode_chunk, texts), tags, text_may_encode_to_tags=False)
 
 
 def _backend_encoder(tokenizer: Any) -> _Encoder:
@@ -343,14 +339,14 @@ def _backend_encoder(tokenizer: Any) -> _Encoder:
             "the tokenizer is set to split special tokens (split_special_tokens=True): GLM-4's role tags "
             "would be tokenized as plain text; set it to False"
         )
-    # The tokenizers library splits text at its added tokens that are matched on the raw text
-    # (normalized=False) before anything else: the pieces between them are encoded on their own.
+    # The tokenizers library first splits text at its added tokens matched on the raw text
+    # (normalized=False), leftmost-longest, as `_Encoder.split` does.
     added = [(i, t) for i, t in backend.get_added_tokens_decoder().items() if not t.normalized]
     stripping = [t.content for _, t in added if t.lstrip or t.rstrip or t.single_word]
     if stripping:
         raise MaskError(
             f"the tokenizer's special tokens {', '.join(stripping)} take the spaces around them (lstrip, rstrip or "
-            "single_word): the text between GLM-4's tags would not be encoded as written"
+            "single_word): a tag's token would not end where the tag does"
         )
     encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: tokenizers >= 0.21
 
@@ -365,29 +361,14 @@ def _backend_encoder(tokenizer: Any) -> _Encoder:
             backend.encode_special_tokens = False
         return [e.ids for e in encode_batch(texts, add_special_tokens=False)]
 
-    return _Encoder({t.content: i for i, t in added}, encode, rows_per_task=0)
+    # Text that only a normalizer turns into a tag (full-width look-alikes under NFKC, say) could
+    # encode to a tag's id: then each row's tag ids are counted.
+    tags = {t.content: i for i, t in added}
+    return _Encoder(encode, tags, text_may_encode_to_tags=backend.normalizer is not None)
 
 
-# Text with all of GLM-4's tags and the spaces, newlines and scripts around them that rendered rows
-# have: encoded piece by piece, it must give the tokenizer's own ids for the whole text. A
-# tokenizer that encodes a piece differently at the start of a text (a SentencePiece "▁" added to
-# each piece, say) fails here.
-_PROBE = (
-    '[gMASK]<sop><|system|>\n 你是助手。\n\n# 可用工具\n## f\n\n{\n    "a": 1\n}<|user|>  hi there \n'
-    '<|assistant|>f\n{"a": 1}<|observation|>\n 20 <|assistant|>\nOK, ok  <|user|>'
-)
-
-
-def _probe(tokenizer: Any, encoder: _Encoder) -> None:
-    [ours] = _encode([Rendered(_PROBE, [])], encoder, lambda input_ids, _: input_ids)
-    theirs = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
-    if ours != theirs:
-        raise MaskError(
-            "the tokenizer encodes the text between GLM-4's special tokens differently when it stands alone "
-            "(e.g. it adds a space at the start of each piece): glmdata cannot give its ids piece by piece"
-        )
-
-
+# Texts per task when tiktoken encodes a batch on several threads (it releases the GIL).
+_CHUNK = 32
 _pool: tuple[int, Any] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
 
 
@@ -395,23 +376,23 @@ def _threads() -> int:
     if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("0", "false", "no", "off"):
         return 1  # the switch that also keeps the tokenizers library on one thread
     try:
-        cores = len(os.sched_getaffinity(0))
+        return min(len(os.sched_getaffinity(0)), 16)
     except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    # At least as many as tiktoken's own encode_batch (8): on a machine busy with other work, fewer
-    # threads than that got a smaller share of it and measured up to 1.8x slower.
-    return min(max(cores, 8), 16)
+        return min(os.cpu_count() or 1, 16)
 
 
-def _in_threads(fn: Callable[[int], T], items: Sequence[int]) -> list[T]:
-    """``[fn(item) for item in items]``, spread over the available cores (inline for one item)."""
+def _in_threads(encode: Callable[[Sequence[str]], list[list[int]]], texts: list[str]) -> list[list[int]]:
+    """``encode(texts)``, spread over the available cores in chunks, in order, like a fast
+    tokenizer's batch call (tiktoken's own batch call starts a thread pool per call and hands it
+    one text at a time, which costs more than it gains)."""
     global _pool
 
     threads = _threads()
-    if threads < 2 or len(items) < 2:
-        return [fn(item) for item in items]
+    if threads < 2 or len(texts) < 2 * _CHUNK:
+        return encode(texts)
     if _pool is None or _pool[0] != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
 
         _pool = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="glmdata-tokenize"))
-    return list(_pool[1].map(fn, items))
+    chunks = [texts[i : i + _CHUNK] for i in range(0, len(texts), _CHUNK)]
+    return [ids for chunk in _pool[1].map(encode, chunks) for ids in chunk]

@@ -212,6 +212,12 @@ class _TiktokenSource:
     ) -> None:
         self.key, self.model_file, self.model_sha256 = key, model_file, model_sha256
         self.pattern, self.specials, self.size = pattern, specials, size
+        contents = [t["content"] for _, t in specials]
+        # tiktoken matches special tokens exactly, without stripping spaces around them, and where
+        # one begins another which of the two it matches is not defined (the tokenizer takes the longer).
+        self.same_specials = not any(
+            t.get(flag) for _, t in specials for flag in ("lstrip", "rstrip", "single_word")
+        ) and not any(a != b and b.startswith(a) for a in contents for b in contents)
 
 
 # Tokenizers converted from tiktoken files by `load_tokenizer` -> their source; encodings by source key.
@@ -227,8 +233,8 @@ def tiktoken_encoding(tokenizer: Any) -> Any | None:
     tokenizer gives the same ids (tests hold the two to each other) but is several times slower on
     this vocabulary, so ``glmdata.masks`` encodes with this when it can. ``None`` when the tokenizer
     was loaded otherwise, when tiktoken is not installed, when tokens were added to the tokenizer
-    since it was loaded, when it is set to split special tokens, or when a special token strips the
-    spaces around it: the ids could then differ.
+    since it was loaded, when it is set to split special tokens, when a special token strips the
+    spaces around it, or when one special token begins another: the ids could then differ.
     """
     try:
         source = _TIKTOKEN_SOURCES.get(tokenizer)
@@ -236,8 +242,8 @@ def tiktoken_encoding(tokenizer: Any) -> Any | None:
         return None
     if source is None or len(tokenizer) != source.size or getattr(tokenizer, "split_special_tokens", False):
         return None
-    if any(t.get(flag) for _, t in source.specials for flag in ("lstrip", "rstrip", "single_word")):
-        return None  # tiktoken matches special tokens exactly, without stripping around them
+    if not source.same_specials:
+        return None
     encoding = _TIKTOKEN_ENCODINGS.get(source.key)
     if encoding is None:
         try:

@@ -372,24 +372,42 @@ def test_added_token_that_strips_spaces_is_refused():
         tokenize(EXAMPLE, tokenizer)
 
 
-def test_tokenizer_that_encodes_pieces_differently_alone_is_refused():
-    """A SentencePiece-style tokenizer puts "▁" before the first word of a text: the text after a tag
-    encoded alone would get one that the whole text does not have."""
+def test_tokenizer_that_encodes_a_text_start_differently(every_row):
+    """A SentencePiece-style tokenizer puts "▁" before the first word of a text only, so the text
+    after a tag encodes differently alone: masks take the ids of the whole text, right for it too."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "▁": 1} | {chr(i): i for i in range(32, 127)}
+    vocab = {"<unk>": 0, "▁": 1} | {chr(c): i for i, c in enumerate(range(32, 127), 2)}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
     backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in GLM4_CONTROL_TOKENS])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
-    text = "<|user|>hi"
-    assert tokenizer(text, add_special_tokens=False)["input_ids"] != (
-        tokenizer("<|user|>", add_special_tokens=False)["input_ids"]
-        + tokenizer("hi", add_special_tokens=False)["input_ids"]
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert encode("<|user|>hi") != encode("<|user|>") + encode("hi")
+    assert_same_as_whole_text(tokenizer, every_row["assistant"])
+
+
+def test_text_that_a_normalizer_turns_into_a_tag_is_refused():
+    """Under NFKC the full-width look-alike "＜｜user｜＞" (kept as text by convert) becomes
+    "<|user|>", which this word-level tokenizer's vocabulary holds at the tag's own id."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[UNK]", "\n", "hi", "ok", *GLM4_CONTROL_TOKENS]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.normalizer = normalizers.NFKC()
+    backend.pre_tokenizer = pre_tokenizers.Split("\n", behavior="isolated")
+    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in GLM4_CONTROL_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    row = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    assert tokenize(row, tokenizer)["labels"] == whole_text_reference(tokenizer, render_spans(row))[1]
+    look_alike = [{"role": "user", "content": "＜｜user｜＞"}, {"role": "assistant", "content": "ok"}]
+    assert (
+        tokenizer.convert_tokens_to_ids("<|user|>") in tokenizer("＜｜user｜＞", add_special_tokens=False)["input_ids"]
     )
-    with pytest.raises(MaskError, match="differently when it stands alone"):
-        tokenize(EXAMPLE, tokenizer)
+    with pytest.raises(MaskError, match="normalizer"):
+        tokenize(look_alike, tokenizer)
 
 
 def test_padding_and_truncation_left_by_an_earlier_call_do_not_apply():
@@ -405,8 +423,8 @@ def test_padding_and_truncation_left_by_an_earlier_call_do_not_apply():
 
 # --- the same ids and labels as encoding the whole text -----------------------------------------
 #
-# Masks encode the text between special tokens piece by piece. The reference below is how they were
-# computed before, written plainly: the whole text encoded at once, each token labelled by its
+# Masks find each tag's token by searching the ids for the tags' ids, with no offsets. The
+# reference below is how they were computed before, written plainly: each token labelled by its
 # offsets. On every row of every data set, and with each kind of tokenizer, both give the same.
 
 
@@ -545,13 +563,15 @@ def test_same_as_whole_text_on_any_conversation(kind, request):
     check()
 
 
-def test_a_piece_repeated_in_a_batch_encodes_as_alone():
+@pytest.mark.parametrize("kind", ["tiny_json", "tiny_tiktoken"])
+def test_a_batch_encodes_as_its_rows_alone(kind, request):
+    tokenizer = request.getfixturevalue(kind)
     tools = [{"type": "function", "function": {"name": "f", "description": "长" * 300}}]
     rows = [[{"role": "system", "content": "", "tools": tools}, *EXAMPLE], EXAMPLE, [*EXAMPLE, *EXAMPLE]]
-    rendered = [render_spans(m) for m in rows * 2]
-    batch = encode_batch(rendered, tiny(), max_length=50)
-    assert batch == [encode_rendered(r, tiny(), max_length=50) for r in rendered]
-    assert token_spans(rendered, tiny()) == [token_spans([r], tiny())[0] for r in rendered]
+    rendered = [render_spans(m) for m in rows * 40]  # enough rows for several threads
+    batch = encode_batch(rendered, tokenizer, max_length=50)
+    assert batch == [encode_rendered(r, tokenizer, max_length=50) for r in rendered]
+    assert token_spans(rendered, tokenizer) == [token_spans([r], tokenizer)[0] for r in rendered]
 
 
 # --- the real GLM-4 vocabulary (skipped without ../shared) -------------------------------------
