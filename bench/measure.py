@@ -54,7 +54,14 @@ _LAUNCHER = (
 )
 
 
-def run_command(argv: Sequence[str], *, stdout_path: Path | None = None, ok_codes: Sequence[int] = (0,), env: dict | None = None, own_peak: bool = False) -> Run:
+def run_command(
+    argv: Sequence[str],
+    *,
+    stdout_path: Path | None = None,
+    ok_codes: Sequence[int] = (0,),
+    env: dict | None = None,
+    own_peak: bool = False,
+) -> Run:
     """Run ``argv`` to completion. ``max_rss``: from ``os.wait4``; with ``own_peak``, through the
     launcher above, the command's own peak (its wall time then includes the launcher's start).
 
@@ -64,7 +71,9 @@ def run_command(argv: Sequence[str], *, stdout_path: Path | None = None, ok_code
     if own_peak:
         peak_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-peak-{os.getpid()}"
         try:
-            run = run_command([PYTHON, "-c", _LAUNCHER, str(peak_path), *argv], stdout_path=stdout_path, ok_codes=ok_codes, env=env)
+            run = run_command(
+                [PYTHON, "-c", _LAUNCHER, str(peak_path), *argv], stdout_path=stdout_path, ok_codes=ok_codes, env=env
+            )
             run.max_rss = int(peak_path.read_text()) * 1024
         finally:
             peak_path.unlink(missing_ok=True)
@@ -134,7 +143,9 @@ class Samples:
         return {"name": self.name, "seconds": self.seconds, "min": self.min, "median": self.median, **self.extra}
 
 
-def interleaved(contenders: dict[str, Callable[[], float]], repeats: int, *, log: Callable[[str], None] = print) -> dict[str, Samples]:
+def interleaved(
+    contenders: dict[str, Callable[[], float]], repeats: int, *, log: Callable[[str], None] = print
+) -> dict[str, Samples]:
     """Call each contender ``repeats`` times, round-robin, rotating the order every round so no
     contender always runs first (or right after a given other). Each callable returns seconds."""
     samples = {name: Samples(name) for name in contenders}

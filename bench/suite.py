@@ -1,25 +1,31 @@
-"""The sections of ``python -m bench``: one function per target of issue 7.
+"""The sections of ``python -m bench``: one function per number of issue 15 ("Numbers that must hold").
 
 Each section returns a dict (see ``bench.report``): its contenders' samples, the checks that the
-outputs agree, the ratios against their targets, and notes.
+outputs agree, the ratios against their targets (``passed`` None: reported, no target), and notes.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from bench import workload as wl
-from bench.measure import PYTHON, CommandFailed, Samples, glmdata_command, interleaved, run_command, run_task
+from bench.measure import BIN, PYTHON, CommandFailed, Samples, glmdata_command, interleaved, run_command, run_task
 from bench.report import stamp
 
-TOKENIZER_DIR = wl.REPO.parent / "shared" / "tokenizer" / "glm-4-9b-chat"
+SHARED = wl.REPO.parent / "shared"
+TOKENIZER_DIR = SHARED / "tokenizer" / "glm-4-9b-chat"
+# A Glaive file inside the repository: what start-up renders, so that section needs nothing outside.
+SAMPLE = wl.REPO / "data" / "glaive_toolcall_zh_sample.json"
 MB = 1_000_000
 MEMORY_LIMIT = 300 * MB
+BATCH = 1000  # rows per tokenizer batch, for every contender that batches
 # The fastest whole-command floor: parse and serialize each line with orjson, nothing else.
 FLOOR_SCRIPT = (
     "import sys, orjson\n"
@@ -44,39 +50,65 @@ IMPORT_PROBE = (
 
 @dataclass
 class Context:
+    """One run's settings, and its inputs, built when a section first needs them."""
+
     work: Path  #: temporary directory of this run
-    data: wl.Workload
-    messages: Path  #: the workload converted by `glmdata convert` (GLM-4 messages JSONL)
+    rows: int
     repeats: int
-    quick: bool
-    memory_rows: list[int]
-    startup_runs: int
-    log: Callable[[str], None]
+    log: Callable[[str], None] = print
+    quick: bool = False
+    memory_rows: list[int] = field(default_factory=lambda: [10_000])
+    startup_runs: int = 10
     workers_rows: int = 0  #: a second, larger size for the workers section (0: none)
+    repeat_tools: bool = False
+    source: Path = wl.SOURCE  #: the Glaive file the workload replicates
+    tokenizer_dir: Path = TOKENIZER_DIR
 
     def stamp(self, **extra: Any) -> dict[str, Any]:
-        return stamp(rows=f"{self.data.rows:,}", passes=self.repeats, **({"mode": "quick"} if self.quick else {}), **extra)
+        return stamp(rows=f"{self.rows:,}", passes=self.repeats, **({"mode": "quick"} if self.quick else {}), **extra)
+
+    @cached_property
+    def data(self) -> wl.Workload:
+        self.log(f"building the workload: {self.rows:,} rows of {self.source.name} in {self.work}")
+        return wl.build(self.rows, self.work, repeat_tools=self.repeat_tools, source_path=self.source)
+
+    @cached_property
+    def messages(self) -> Path:
+        """The workload converted by `glmdata convert` (GLM-4 messages JSONL)."""
+        messages = self.work / "messages.jsonl"
+        run_command([*glmdata_command(), "convert", str(self.data.jsonl), "-o", str(messages), "-q"], ok_codes=(0, 1))
+        return messages
+
+    @cached_property
+    def tokenizers(self) -> dict[str, Path]:
+        """The two kinds of one vocabulary: glm-4-9b-chat's tiktoken files, and the same tokenizer
+        saved as a ``tokenizer.json`` directory (the layout glm-4-9b-chat-hf ships)."""
+        saved = self.work / "tokenizer-json"
+        if not (saved / "tokenizer.json").is_file():
+            self.log(f"  saving {self.tokenizer_dir.name} as tokenizer.json in {saved}")
+            run_task("save-tokenizer-json", self.tokenizer_dir, saved)
+        return {"tiktoken files": self.tokenizer_dir, "tokenizer.json": saved}
 
 
-def prepare(work: Path, rows: int, *, repeat_tools: bool, log: Callable[[str], None]) -> tuple[wl.Workload, Path]:
-    log(f"building the workload: {rows:,} rows in {work}")
-    data = wl.build(rows, work, repeat_tools=repeat_tools)
-    messages = work / "messages.jsonl"
-    run_command([*glmdata_command(), "convert", str(data.jsonl), "-o", str(messages), "-q"], ok_codes=(0, 1))
-    return data, messages
+def missing(name: str, ctx: Context) -> str | None:
+    """Why section ``name`` cannot run here, or None."""
+    if name in NEEDS_WORKLOAD and not ctx.source.is_file():
+        return f"no workload source at {ctx.source}"
+    if name in NEEDS_TOKENIZER and not ctx.tokenizer_dir.is_dir():
+        return f"no tokenizer at {ctx.tokenizer_dir}"
+    return None
 
 
-def _samples(name: str, measure: str, rows: int, seconds: list[float], **extra: Any) -> dict[str, Any]:
+def _samples(name: str, measure: str, rows: int | None, seconds: list[float]) -> dict[str, Any]:
     s = Samples(name, seconds)
-    return {"name": name, "measure": measure, "rows": rows, "seconds": seconds, "min": s.min, "median": s.median, **extra}
+    return {"name": name, "measure": measure, "rows": rows, "seconds": seconds, "min": s.min, "median": s.median}
 
 
-def _ratio(label: str, measure: str, num: dict, den: dict, target: float, *, at_least: bool) -> dict[str, Any]:
-    """``num / den`` on medians and on minimums; ``at_least``: target is a minimum (speed-up),
-    else a maximum (cost)."""
+def _ratio(label: str, measure: str, num: dict, den: dict, target: float | None, *, at_least: bool) -> dict[str, Any]:
+    """``num / den`` on medians and on minimums. ``at_least``: the target is a minimum (a speed-up),
+    else a maximum (a cost). No target: the ratio is reported, not judged."""
     median = num["median"] / den["median"]
     minimum = num["min"] / den["min"]
-    passed = median >= target if at_least else median <= target
     sign = ">=" if at_least else "<="
     return {
         "label": label,
@@ -84,9 +116,17 @@ def _ratio(label: str, measure: str, num: dict, den: dict, target: float, *, at_
         "value": f"{median:.2f}x ({minimum:.2f}x)",
         "median": median,
         "min": minimum,
-        "target": f"{sign} {target:g}x",
-        "passed": passed,
+        "target": "report" if target is None else f"{sign} {target:g}x",
+        "passed": None if target is None else (median >= target if at_least else median <= target),
     }
+
+
+def speedup(label: str, measure: str, theirs: dict, ours: dict, target: float | None = None) -> dict[str, Any]:
+    return _ratio(label, measure, theirs, ours, target, at_least=True)
+
+
+def cost(label: str, measure: str, ours: dict, floor: dict, target: float | None = None) -> dict[str, Any]:
+    return _ratio(label, measure, ours, floor, target, at_least=False)
 
 
 def _task_timer(results: list[dict], name: str, *args: Any, **options: Any) -> Callable[[], float]:
@@ -98,236 +138,215 @@ def _task_timer(results: list[dict], name: str, *args: Any, **options: Any) -> C
     return timed
 
 
-def _command_timer(argv: list[str], *, stdout_path: Path | None = None, ok_codes=(0, 1)) -> Callable[[], float]:
+def _command_timer(*argvs: list[str], stdout_path: Path | None = None, ok_codes=(0, 1)) -> Callable[[], float]:
+    """Wall time of the commands run one after the other (a job done in steps)."""
+
     def timed() -> float:
-        return run_command(argv, stdout_path=stdout_path, ok_codes=ok_codes).wall
+        return sum(run_command(argv, stdout_path=stdout_path, ok_codes=ok_codes).wall for argv in argvs)
 
     return timed
 
 
-# --- 1. baseline ------------------------------------------------------------------------------
+def _same_bytes(*paths: Path) -> bool:
+    first = paths[0].read_bytes()
+    return all(path.read_bytes() == first for path in paths[1:])
 
 
-def baseline(ctx: Context) -> dict[str, Any]:
-    n = ctx.data.rows
-    src = str(ctx.data.json_array)
-    theirs_runs: list[dict] = []
-    ours_runs: list[dict] = []
-    ctx.log("  warm-up (one pass each, untimed)")
-    theirs_runs.append(run_task("baseline", src))
-    ours_runs.append(run_task("pipeline", src))
-    contenders = {
-        "tutorial pipeline": _task_timer(theirs_runs, "baseline", src),
-        "glmdata convert + render": _task_timer(ours_runs, "pipeline", src),
-        "tutorial command": _command_timer([PYTHON, "-m", "bench.tutorial", src, str(ctx.work / "tutorial.jsonl")]),
-        "glmdata render --all command": _command_timer(
-            [*glmdata_command(), "render", src, "--all"], stdout_path=ctx.work / "rendered.jsonl"
-        ),
-    }
-    s = interleaved(contenders, ctx.repeats, log=ctx.log)
-    theirs = _samples("tutorial: json.load + formatting_func + apply_chat_template", "in process", n, s["tutorial pipeline"].seconds)
-    ours = _samples("glmdata: convert_file (repairs, all checks) + render", "in process", n, s["glmdata convert + render"].seconds)
-    theirs_cmd = _samples("`python -m bench.tutorial IN.json OUT` (the same, as a script)", "whole command", n, s["tutorial command"].seconds)
-    ours_cmd = _samples("`glmdata render IN.json --all > OUT`", "whole command", n, s["glmdata render --all command"].seconds)
-    kept = ours_runs[0]["outputs"]
-    return {
-        "key": "baseline",
-        "title": "1. Baseline: the tutorial's pipeline vs glmdata convert + render",
-        "stamp": ctx.stamp(input="JSON array"),
-        "description": (
-            "Both read the Glaive JSON array and produce one training text per row. The tutorial "
-            "(bench/tutorial.py, reproduced from FIELD_NOTES §4) validates nothing and renders the "
-            "defects (`<|users|>`, empty tools headers); glmdata repairs, checks every row, drops "
-            "rejected rows and renders the official template byte-identically."
-        ),
-        "contenders": [theirs, ours, theirs_cmd, ours_cmd],
-        "checks": [
-            {"ok": theirs_runs[0]["rows"] == n and ours_runs[0]["rows"] == n, "label": f"both read all {n:,} rows",
-             "detail": f"tutorial rendered {theirs_runs[0]['outputs']:,}, glmdata kept and rendered {kept:,} (the rest rejected)"},
-        ],
-        "ratios": [
-            _ratio("speed-up of glmdata over the tutorial", "in process", theirs, ours, 2.5, at_least=True),
-            _ratio("speed-up of glmdata over the tutorial", "whole command", theirs_cmd, ours_cmd, 2.5, at_least=True),
-        ],
-    }
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
-# --- 2. floor ---------------------------------------------------------------------------------
+def _slug(kind: str) -> str:
+    return kind.replace(" ", "-").replace(".", "-")
 
 
-def floor(ctx: Context) -> dict[str, Any]:
-    n = ctx.data.rows
-    src = str(ctx.data.jsonl)
-    floor_runs: list[dict] = []
-    convert_runs: list[dict] = []
-    ctx.log("  warm-up (one pass each, untimed)")
-    floor_runs.append(run_task("floor", src, ctx.work / "floor.jsonl"))
-    convert_runs.append(run_task("convert", src, ctx.work / "convert.jsonl"))
-    contenders = {
-        "floor": _task_timer(floor_runs, "floor", src, ctx.work / "floor.jsonl"),
-        "convert": _task_timer(convert_runs, "convert", src, ctx.work / "convert.jsonl"),
-        "floor command": _command_timer([PYTHON, "-c", FLOOR_SCRIPT, src, str(ctx.work / "floor-cmd.jsonl")], ok_codes=(0,)),
-        "convert command": _command_timer([*glmdata_command(), "convert", src, "-o", str(ctx.work / "convert-cmd.jsonl"), "-q"]),
-    }
-    s = interleaved(contenders, ctx.repeats, log=ctx.log)
-    fl = _samples("floor: orjson.loads + orjson.dumps per line, written", "in process", n, s["floor"].seconds)
-    cv = _samples("glmdata convert_file, rows (their bytes) and rejects written", "in process", n, s["convert"].seconds)
-    fl_cmd = _samples("`python -c '<orjson loop>' IN OUT`", "whole command", n, s["floor command"].seconds)
-    cv_cmd = _samples("`glmdata convert IN.jsonl -o OUT -q`", "whole command", n, s["convert command"].seconds)
-    same = (ctx.work / "convert.jsonl").read_bytes() == (ctx.work / "convert-cmd.jsonl").read_bytes()
-    return {
-        "key": "floor",
-        "title": "2. Floor: glmdata convert vs the fastest JSON parse + serialize",
-        "stamp": ctx.stamp(input="JSONL"),
-        "description": "The floor does no work but parsing and writing each row; convert also repairs, checks and detects duplicates.",
-        "contenders": [fl, cv, fl_cmd, cv_cmd],
-        "checks": [
-            {"ok": same, "label": "in-process convert writes the same bytes as the `glmdata convert` command"},
-            {"ok": floor_runs[0]["rows"] == convert_runs[0]["rows"] == n, "label": f"both read all {n:,} rows",
-             "detail": f"convert kept {convert_runs[0]['outputs']:,}"},
-        ],
-        "ratios": [
-            _ratio("cost of convert relative to the floor", "in process", cv, fl, 3, at_least=False),
-            _ratio("cost of convert relative to the floor", "whole command", cv_cmd, fl_cmd, 3, at_least=False),
-        ],
-    }
+# --- 1. tokenize + masks against the bare encode ------------------------------------------------
 
 
-# --- 3. render --------------------------------------------------------------------------------
-
-
-def render(ctx: Context) -> dict[str, Any]:
-    msgs = str(ctx.messages)
-    ours_runs: list[dict] = []
-    theirs_runs: list[dict] = []
-    ctx.log("  warm-up (one pass each, untimed)")
-    ours_runs.append(run_task("render-ours", msgs))
-    theirs_runs.append(run_task("render-theirs", msgs))
-    n = ours_runs[0]["rows"]
-    contenders = {
-        "apply_chat_template": _task_timer(theirs_runs, "render-theirs", msgs),
-        "glmdata.render": _task_timer(ours_runs, "render-ours", msgs),
-    }
-    s = interleaved(contenders, ctx.repeats, log=ctx.log)
-    theirs = _samples("transformers apply_chat_template(tokenize=False), official template", "in process", n, s["apply_chat_template"].seconds)
-    ours = _samples("glmdata.render", "in process", n, s["glmdata.render"].seconds)
-    digests = {r["digest"] for r in ours_runs + theirs_runs}
-    return {
-        "key": "render",
-        "title": "3. Render: glmdata.render vs apply_chat_template on converted rows",
-        "stamp": ctx.stamp(input="converted messages JSONL"),
-        "description": (
-            "Rows converted once by `glmdata convert` (not timed), rendered without generation prompt. "
-            "Every pass is a fresh process: glmdata's tool-block cache starts empty (the former "
-            "'cold tools cache' contender), and transformers compiles its template once per pass."
-        ),
-        "contenders": [theirs, ours],
-        "checks": [{"ok": len(digests) == 1, "label": f"outputs identical on all {n:,} rows in every pass", "detail": f"sha256 {next(iter(digests))[:16]}…" if len(digests) == 1 else "digests differ"}],
-        "ratios": [_ratio("speed-up of glmdata.render over apply_chat_template", "in process", theirs, ours, 3, at_least=True)],
-    }
-
-
-# --- 4. tokenize + masks ----------------------------------------------------------------------
+BARE = {
+    "tiktoken files": 'tiktoken `encode_batch(texts, allowed_special="all")`',
+    "tokenizer.json": "`tokenizer(texts, add_special_tokens=False)`",
+}
 
 
 def tokenize(ctx: Context) -> dict[str, Any]:
-    msgs = str(ctx.messages)
-    tok = str(TOKENIZER_DIR)
-    ours_runs: list[dict] = []
-    theirs_runs: list[dict] = []
-    ctx.log("  warm-up and verification (one pass each, untimed)")
-    ours_dump, theirs_dump = ctx.work / "tokens-ours.jsonl", ctx.work / "tokens-theirs.jsonl"
-    ours_runs.append(run_task("tokenize-ours", msgs, tok, dump=ours_dump))
-    theirs_runs.append(run_task("tokenize-theirs", msgs, tok, dump=theirs_dump))
-    n = ours_runs[0]["rows"]
-    via_runs: list[dict] = [run_task("tokenize-ours", msgs, tok, via_tokenizer=True)]
-    contenders = {
-        "apply_chat_template": _task_timer(theirs_runs, "tokenize-theirs", msgs, tok),
-        "glmdata.masks": _task_timer(ours_runs, "tokenize-ours", msgs, tok),
-        "glmdata.masks via tokenizer": _task_timer(via_runs, "tokenize-ours", msgs, tok, via_tokenizer=True),
-    }
-    s = interleaved(contenders, ctx.repeats, log=ctx.log)
-    theirs = _samples(
-        "apply_chat_template(tokenize=True, return_assistant_tokens_mask=True, return_dict=True), generation template, batches of 1,000",
-        "in process", n, s["apply_chat_template"].seconds,
-    )
-    ours = _samples("glmdata.masks.tokenize_batch, batches of 1,000 (encodes with tiktoken)", "in process", n, s["glmdata.masks"].seconds)
-    via = _samples(
-        "the same, encoding through the transformers tokenizer (glmdata's path for other tokenizers; before the tiktoken path, all tokenizers)",
-        "in process", n, s["glmdata.masks via tokenizer"].seconds,
-    )
-    ids_same = len({r["digest"] for r in ours_runs + theirs_runs + via_runs}) == 1
-    masks = compare_masks(ours_dump, theirs_dump, msgs, tok)
-    tokens = ours_runs[0]["tokens"]
+    rendered = ctx.work / "rendered.jsonl"
+    run_task("spans", ctx.messages, rendered)
+    runs: dict[str, list[dict]] = {}
+    timers = {}
+    for kind, directory in ctx.tokenizers.items():
+        for task in ("encode-bare", "encode-masks"):
+            runs[f"{task} {kind}"] = []
+            timers[f"{task} {kind}"] = _task_timer(runs[f"{task} {kind}"], task, rendered, directory)
+    # no warm-up round: the set-up above has read every file these passes read
+    s = interleaved(timers, ctx.repeats, log=ctx.log)
+    n = runs["encode-masks tiktoken files"][0]["rows"]
+    contenders, ratios = [], []
+    for kind in ctx.tokenizers:
+        bare = _samples(f"{BARE[kind]}, {kind}", "in process", n, s[f"encode-bare {kind}"].seconds)
+        ours = _samples(f"`glmdata.masks.encode_batch`, {kind}", "in process", n, s[f"encode-masks {kind}"].seconds)
+        contenders += [bare, ours]
+        ratios.append(cost(f"tokenize + masks relative to the bare encode, {kind}", "in process", ours, bare, 1.15))
+    every = [result for results in runs.values() for result in results]
+    masks = [result for key, results in runs.items() if key.startswith("encode-masks") for result in results]
+    encoders = {kind: {r["encoder"] for r in runs[f"encode-bare {kind}"]} for kind in ctx.tokenizers}
     return {
         "key": "tokenize",
-        "title": "4. Tokenize + masks with the real GLM-4 vocabulary",
-        "stamp": ctx.stamp(input="converted messages JSONL", tokens=f"{tokens:,}"),
-        "description": (
-            "glm-4-9b-chat's own vocabulary (tokenizer.model, 151,329 ranks + 14 special tokens) loaded by "
-            "`glmdata.tokenizer.load_tokenizer` (not timed). glmdata's text ends with the `<|user|>` the official "
-            "demo appends; ids are compared without it."
-        ),
-        "contenders": [theirs, ours, via],
+        "title": "1. Tokenize + masks against the bare encode of the same text",
+        "stamp": ctx.stamp(input="rendered converted rows", batch=f"{BATCH:,}", tokens=f"{every[0]['tokens']:,}"),
+        "contenders": contenders,
         "checks": [
-            {"ok": ids_same, "label": f"same token ids on all {n:,} rows in every pass, all three contenders"},
-            {"ok": masks["ok"], "label": "same assistant masks", "detail": masks["detail"]},
+            {
+                "ok": len({r["digest"] for r in every}) == 1,
+                "label": f"the same token ids on all {n:,} rows, every contender, both kinds, every pass",
+            },
+            {"ok": len({r["labels"] for r in masks}) == 1, "label": "the same labels with both kinds, every pass"},
+            {
+                "ok": encoders == {"tiktoken files": {"tiktoken"}, "tokenizer.json": {"tokenizers"}},
+                "label": "the bare encode ran on tiktoken for the tiktoken files, on tokenizers for tokenizer.json",
+                "detail": ", ".join(f"{kind}: {'/'.join(sorted(e))}" for kind, e in encoders.items()),
+            },
+        ],
+        "ratios": ratios,
+    }
+
+
+# --- 2. raw Glaive file to token ids and labels: the tutorial vs glmdata -------------------------
+
+
+def pipeline(ctx: Context) -> dict[str, Any]:
+    n = ctx.rows
+    src = str(ctx.data.json_array)
+    timers = {}
+    outputs: dict[str, dict[str, Path]] = {"tutorial": {}, "tutorial batched": {}, "glmdata": {}}
+    for kind, directory in ctx.tokenizers.items():
+        slug = _slug(kind)
+        outputs["tutorial"][kind] = ctx.work / f"tutorial-{slug}.jsonl"
+        outputs["tutorial batched"][kind] = ctx.work / f"tutorial-batched-{slug}.jsonl"
+        outputs["glmdata"][kind] = ctx.work / f"glmdata-{slug}.jsonl"
+        messages = ctx.work / f"pipeline-messages-{slug}.jsonl"
+        tutorial = [PYTHON, "-m", "bench.tutorial", src, str(outputs["tutorial"][kind]), str(directory)]
+        batched = [PYTHON, "-m", "bench.tutorial", src, str(outputs["tutorial batched"][kind]), str(directory)]
+        timers[f"tutorial {kind}"] = _command_timer(tutorial, ok_codes=(0,))
+        timers[f"tutorial batched {kind}"] = _command_timer([*batched, "--batch", str(BATCH)], ok_codes=(0,))
+        timers[f"glmdata {kind}"] = _command_timer(
+            [*glmdata_command(), "convert", src, "-o", str(messages), "-q"],
+            [PYTHON, "-m", "bench.tokenize_file", str(messages), str(outputs["glmdata"][kind]), str(directory)],
+        )
+    passes = min(ctx.repeats, 3)
+    s = interleaved(timers, passes, log=ctx.log)
+    contenders, ratios = [], []
+    for kind in ctx.tokenizers:
+        tutorial = _samples(
+            f"`python -m bench.tutorial`: formatting_func + apply_chat_template + a tokenizer call per row, {kind}",
+            "whole process",
+            n,
+            s[f"tutorial {kind}"].seconds,
+        )
+        batched = _samples(
+            f"the same with the tokenizer called on {BATCH:,} texts at a time, {kind}",
+            "whole process",
+            n,
+            s[f"tutorial batched {kind}"].seconds,
+        )
+        ours = _samples(
+            f"`glmdata convert` then `python -m bench.tokenize_file` (glmdata.masks.tokenize_batch), {kind}",
+            "whole processes",
+            n,
+            s[f"glmdata {kind}"].seconds,
+        )
+        contenders += [tutorial, batched, ours]
+        ratios.append(speedup(f"speed-up of glmdata over the tutorial, {kind}", "whole processes", tutorial, ours, 3))
+        ratios.append(
+            speedup(f"speed-up of glmdata over the tutorial batched, {kind}", "whole processes", batched, ours)
+        )
+    kinds = list(ctx.tokenizers)
+    kept = _lines(outputs["glmdata"][kinds[0]])
+    return {
+        "key": "pipeline",
+        "title": "2. Raw Glaive file to token ids and labels: the tutorial vs glmdata",
+        "stamp": {**ctx.stamp(input="JSON array"), "passes": passes},
+        "contenders": contenders,
+        "checks": [
+            {
+                "ok": _same_bytes(*outputs["glmdata"].values()),
+                "label": "glmdata: the same ids and labels with both kinds of tokenizer",
+            },
+            {
+                "ok": _same_bytes(*outputs["tutorial"].values(), *outputs["tutorial batched"].values()),
+                "label": "the tutorial: the same ids with both kinds, called per row or in batches",
+            },
+            {
+                "ok": _lines(outputs["tutorial"][kinds[0]]) == n and 0 < kept <= n,
+                "label": f"the tutorial tokenized all {n:,} rows, glmdata the {kept:,} rows convert kept",
+            },
+        ],
+        "ratios": ratios,
+        "notes": [
+            "the tutorial loads a tokenizer.json with AutoTokenizer, the tiktoken files with glmdata's loader "
+            "(transformers would run the model's remote code); glmdata always with glmdata.tokenizer.load_tokenizer"
+        ],
+    }
+
+
+# --- 3. convert against the JSON floor ----------------------------------------------------------
+
+
+def floor(ctx: Context) -> dict[str, Any]:
+    n = ctx.rows
+    src = str(ctx.data.jsonl)
+    floor_runs: list[dict] = []
+    convert_runs: list[dict] = []
+    timers = {
+        "floor": _task_timer(floor_runs, "floor", src, ctx.work / "floor.jsonl"),
+        "convert": _task_timer(convert_runs, "convert", src, ctx.work / "convert.jsonl"),
+        "floor command": _command_timer([PYTHON, "-c", FLOOR_SCRIPT, src, str(ctx.work / "floor-cmd.jsonl")]),
+        "convert command": _command_timer(
+            [*glmdata_command(), "convert", src, "-o", str(ctx.work / "convert-cmd.jsonl"), "-q"]
+        ),
+    }
+    ctx.log("  warm-up (one pass each, untimed)")
+    for timer in timers.values():
+        timer()
+    s = interleaved(timers, ctx.repeats, log=ctx.log)
+    fl = _samples("orjson.loads + orjson.dumps per line, written", "in process", n, s["floor"].seconds)
+    cv = _samples("glmdata convert_file, rows (their bytes) and rejects written", "in process", n, s["convert"].seconds)
+    fl_cmd = _samples("`python -c '<orjson loop>' IN OUT`", "whole command", n, s["floor command"].seconds)
+    cv_cmd = _samples("`glmdata convert IN.jsonl -o OUT -q`", "whole command", n, s["convert command"].seconds)
+    return {
+        "key": "floor",
+        "title": "3. Convert against the JSON parse + serialize floor",
+        "stamp": ctx.stamp(input="JSONL"),
+        "contenders": [fl, cv, fl_cmd, cv_cmd],
+        "checks": [
+            {
+                "ok": _same_bytes(ctx.work / "convert.jsonl", ctx.work / "convert-cmd.jsonl"),
+                "label": "in-process convert writes the same bytes as the `glmdata convert` command",
+            },
+            {
+                "ok": {r["rows"] for r in floor_runs + convert_runs} == {n},
+                "label": f"every pass read all {n:,} rows",
+                "detail": f"convert kept {convert_runs[0]['outputs']:,}",
+            },
         ],
         "ratios": [
-            _ratio("speed-up of glmdata.masks over apply_chat_template", "in process", theirs, ours, 2, at_least=True),
-            {**_ratio("speed-up of glmdata.masks via the transformers tokenizer", "in process", theirs, via, 2, at_least=True), "target": "(other tokenizers; no target)", "passed": None},
+            cost("cost of convert relative to the floor", "in process", cv, fl, 4),
+            cost("cost of convert relative to the floor", "whole command", cv_cmd, fl_cmd, 4),
         ],
     }
 
 
-def compare_masks(ours_path: Path, theirs_path: Path, messages_path: str, tokenizer_dir: str) -> dict[str, Any]:
-    """Masks must agree, except where transformers maps a generation block's last character to
-    the first of several byte tokens that spell it (its ``char_to_token``), and so leaves the later
-    ones out: tests/test_masks.py allows exactly that difference."""
-    import orjson
-
-    differing = []
-    with open(ours_path, "rb") as a, open(theirs_path, "rb") as b:
-        for index, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                (ids_a, m_a), (ids_b, m_b) = orjson.loads(x), orjson.loads(y)
-                if ids_a != ids_b:
-                    return {"ok": False, "detail": f"row {index}: ids differ"}
-                differing.append((index, m_a, m_b))
-    if not differing:
-        return {"ok": True, "detail": "identical on every row"}
-    from glmdata.render import render_spans
-    from glmdata.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(tokenizer_dir)
-    rows = [orjson.loads(line)["messages"] for line in open(messages_path, "rb")]
-    tokens = 0
-    for index, mine, hf in differing:
-        text = render_spans(rows[index]).text
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        for i, (p, q) in enumerate(zip(mine, hf)):
-            if p != q:
-                if not (p == 1 and q == 0 and i > 0 and offsets[i] == offsets[i - 1]):
-                    return {"ok": False, "detail": f"row {index} token {i}: ours {p}, transformers {q}"}
-                tokens += 1
-    return {
-        "ok": True,
-        "detail": f"identical on all but {len(differing):,} rows; there, {tokens:,} tokens are 1 in ours and 0 in transformers', "
-        "each a later byte token of a character split over several tokens (transformers' char_to_token drops them)",
-    }
-
-
-# --- 5. memory --------------------------------------------------------------------------------
+# --- 4. memory ----------------------------------------------------------------------------------
 
 
 def memory(ctx: Context) -> dict[str, Any]:
-    sizes = ctx.memory_rows
     mem_dir = ctx.work / "memory"
     mem_dir.mkdir(exist_ok=True)
     per_row = wl.average_row_bytes(ctx.data.jsonl)
     contenders = []
     notes = []
-    for size in sizes:
+    for size in ctx.memory_rows:
         # JSONL + indented JSON array (~1.2x) + the converted output (~1x) + 1 GB to spare.
         needed = int(size * per_row * 3.4) + 1_000_000_000
         free = shutil.disk_usage(mem_dir).free
@@ -336,7 +355,7 @@ def memory(ctx: Context) -> dict[str, Any]:
             ctx.log(f"  {notes[-1]}")
             continue
         ctx.log(f"  generating {size:,} rows (JSONL and JSON array)")
-        jsonl, array = wl.write_files(size, mem_dir)
+        jsonl, array = wl.write_files(size, mem_dir, repeat_tools=ctx.repeat_tools, source_path=ctx.source)
         assert array is not None
         out = mem_dir / "out.jsonl"
         commands = [
@@ -347,224 +366,285 @@ def memory(ctx: Context) -> dict[str, Any]:
         try:
             for name, kind, argv, stdout_path in commands:
                 run = run_command(argv, stdout_path=stdout_path, ok_codes=(0, 1), own_peak=True)
-                contenders.append({"name": f"`{name}`", "input": kind, "rows": size, "max_rss": run.max_rss, "wall": run.wall})
+                contenders.append(
+                    {"name": f"`{name}`", "input": kind, "rows": size, "max_rss": run.max_rss, "wall": run.wall}
+                )
                 ctx.log(f"    {name} {kind} {size:,} rows: peak RSS {run.max_rss / MB:,.0f} MB, {run.wall:.1f} s")
         finally:
             for path in (jsonl, array, out, mem_dir / "out.rejects.jsonl", mem_dir / "stats.json"):
                 path.unlink(missing_ok=True)
-    peak = max((c["max_rss"] for c in contenders), default=None)
-    ratios = []
-    for (name, kind) in dict.fromkeys((c["name"], c["input"]) for c in contenders):
-        runs = [c for c in contenders if (c["name"], c["input"]) == (name, kind)]
-        worst = max(c["max_rss"] for c in runs)
-        growth = runs[-1]["max_rss"] - runs[0]["max_rss"]
-        ratios.append({
-            "label": f"peak RSS of {name} on {kind}, {runs[0]['rows']:,} to {runs[-1]['rows']:,} rows",
-            "measure": "child process",
-            "value": f"max {worst / MB:,.0f} MB (grows {growth / MB:+,.0f} MB)",
-            "target": "< 300 MB",
-            "passed": worst < MEMORY_LIMIT,
-        })
     return {
         "key": "memory",
         "kind": "memory",
-        "title": "5. Memory: peak RSS of convert and stats as the input grows",
-        "stamp": stamp(sizes=", ".join(f"{s:,}" for s in sizes), **({"mode": "quick"} if ctx.quick else {})),
-        "description": (
-            "Peak resident set size of the command's own process (getrusage via os.wait4, started from a small launcher: a child's peak would otherwise start at the size of the process that forked it), one run per size. "
-            "Inputs are the replicated workload at each size, written once and deleted after."
-        ),
+        "title": "4. Memory: peak RSS of convert and stats as the input grows",
+        "stamp": stamp(sizes=", ".join(f"{s:,}" for s in ctx.memory_rows), **({"mode": "quick"} if ctx.quick else {})),
         "contenders": contenders,
-        "ratios": ratios,
-        "notes": notes + ([f"highest peak: {peak / MB:,.0f} MB"] if peak else []),
+        "ratios": memory_ratios(contenders),
+        "notes": notes,
     }
 
 
-# --- 6. workers -------------------------------------------------------------------------------
+def memory_ratios(contenders: list[dict]) -> list[dict[str, Any]]:
+    """For each command and input: the highest peak against the limit, and how much it grew."""
+    ratios = []
+    for name, kind in dict.fromkeys((c["name"], c["input"]) for c in contenders):
+        runs = [c for c in contenders if (c["name"], c["input"]) == (name, kind)]
+        worst = max(c["max_rss"] for c in runs)
+        growth = runs[-1]["max_rss"] - runs[0]["max_rss"]
+        ratios.append(
+            {
+                "label": f"peak RSS of {name} on {kind}, {runs[0]['rows']:,} to {runs[-1]['rows']:,} rows",
+                "measure": "child process",
+                "value": f"max {worst / MB:,.0f} MB (grows {growth / MB:+,.0f} MB)",
+                "target": f"< {MEMORY_LIMIT // MB} MB",
+                "passed": worst < MEMORY_LIMIT,
+            }
+        )
+    return ratios
 
 
-def workers_available() -> bool:
-    help_text = subprocess.run([*glmdata_command(), "convert", "--help"], capture_output=True, text=True).stdout
-    return "--workers" in help_text
+# --- 5. workers ---------------------------------------------------------------------------------
 
 
 def workers(ctx: Context) -> dict[str, Any]:
-    section: dict[str, Any] = {
-        "key": "workers",
-        "title": "6. Scale-out: --workers 2 vs 1",
-        "stamp": ctx.stamp(input="JSONL"),
-    }
-    if not workers_available():
-        section["ratios"] = [{"label": "speed-up of --workers 2 over 1", "measure": "whole command", "value": "not available", "target": ">= 1.6x", "passed": None}]
-        section["notes"] = ["`glmdata convert` has no `--workers` option yet: nothing measured."]
-        return section
-    n = ctx.data.rows
+    n = ctx.rows
     src = str(ctx.data.jsonl)
     out = {w: ctx.work / f"workers{w}.jsonl" for w in (1, 2)}
-    reports = {w: ctx.work / f"validate{w}.json" for w in (1, 2)}
-    contenders = {}
-    for w in (1, 2):
-        contenders[f"convert --workers {w}"] = _command_timer([*glmdata_command(), "convert", src, "-o", str(out[w]), "-q", "--workers", str(w)])
-        contenders[f"validate --workers {w}"] = _command_timer([*glmdata_command(), "validate", src, "--json", "-q", "--workers", str(w)], stdout_path=reports[w])
-    in_process = _convert_file_accepts_workers()
+    inproc = {w: ctx.work / f"inproc{w}.jsonl" for w in (1, 2)}
     runs: dict[int, list[dict]] = {1: [], 2: []}
-    chunk_runs: dict[int, list[dict]] = {1: [], 2: []}
-    if in_process:
-        for w in (1, 2):
-            contenders[f"convert_file(workers={w})"] = _task_timer(runs[w], "convert", src, ctx.work / f"inproc{w}.jsonl", workers=w)
-        # the command's own conversion, without its start-up; and the start-up, on 10 rows
-        for w in (1, 2):
-            contenders[f"convert_chunks(workers={w})"] = _task_timer(chunk_runs[w], "chunks", src, ctx.work / f"chunks{w}.jsonl", workers=w)
-        contenders["convert (10 rows)"] = _command_timer([*glmdata_command(), "convert", str(ctx.data.small_jsonl), "-o", str(ctx.work / "startup.jsonl"), "-q"])
+    timers = {}
+    for w in (1, 2):
+        timers[f"convert --workers {w}"] = _command_timer(
+            [*glmdata_command(), "convert", src, "-o", str(out[w]), "-q", "--workers", str(w)]
+        )
+        timers[f"convert_file(workers={w})"] = _task_timer(runs[w], "convert", src, inproc[w], workers=w)
     ctx.log("  warm-up (one pass each, untimed)")
-    for timer in contenders.values():
+    for timer in timers.values():
         timer()
-    s = interleaved(contenders, ctx.repeats, log=ctx.log)
-    samples = {name: _samples(*_workers_label(name), 10 if name == "convert (10 rows)" else n, v.seconds) for name, v in s.items()}
-
-    def same(a: Path, b: Path) -> bool:
-        return a.read_bytes() == b.read_bytes()
-
-    rejects = {w: out[w].with_name(out[w].name.removesuffix(".jsonl") + ".rejects.jsonl") for w in (1, 2)}
+    s = interleaved(timers, ctx.repeats, log=ctx.log)
+    commands = [
+        _samples(f"`glmdata convert --workers {w}`", "whole command", n, s[f"convert --workers {w}"].seconds)
+        for w in (1, 2)
+    ]
+    in_process = [
+        _samples(f"convert_file(workers={w}), rows written", "in process", n, s[f"convert_file(workers={w})"].seconds)
+        for w in (1, 2)
+    ]
     checks = [
-        {"ok": same(out[1], out[2]), "label": "convert: output identical with 1 and 2 workers"},
-        {"ok": same(rejects[1], rejects[2]) if rejects[1].exists() and rejects[2].exists() else rejects[1].exists() == rejects[2].exists(), "label": "convert: rejects file identical with 1 and 2 workers"},
-        {"ok": same(reports[1], reports[2]), "label": "validate --json: report identical with 1 and 2 workers"},
+        {"ok": _same_bytes(out[1], out[2]), "label": "convert: output identical with 1 and 2 workers"},
+        {"ok": _same_rejects(out[1], out[2]), "label": "convert: rejects identical with 1 and 2 workers"},
+        {
+            "ok": _same_bytes(inproc[1], inproc[2], out[1]),
+            "label": "convert_file(workers=2): the rows of 1 worker and of the command, in order",
+        },
+        {
+            "ok": {r["rows"] for done in runs.values() for r in done} == {n},
+            "label": f"convert_file, 1 and 2 workers: every pass read all {n:,} rows",
+        },
     ]
-    if in_process:
-        checks.append({"ok": same(ctx.work / "inproc1.jsonl", ctx.work / "inproc2.jsonl") and same(ctx.work / "inproc1.jsonl", out[1]),
-                       "label": "convert_file(workers=2): same rows, same order as 1 worker and as the command"})
-        counts = {result["rows"] for done in (*runs.values(), *chunk_runs.values()) for result in done}
-        checks.append({"ok": counts == {n}, "label": f"convert_file and convert_chunks, 1 and 2 workers: every pass read all {n:,} rows",
-                       "detail": f"rows read: {sorted(counts)}"})
     ratios = [
-        _ratio("speed-up of `convert --workers 2` over 1", "whole command", samples["convert --workers 1"], samples["convert --workers 2"], 1.6, at_least=True),
-        _ratio("speed-up of `validate --workers 2` over 1", "whole command", samples["validate --workers 1"], samples["validate --workers 2"], 1.6, at_least=True),
+        speedup(f"speed-up of `convert --workers 2` over 1 at {n:,} rows", "whole command", *commands),
+        speedup(f"speed-up of convert_file(workers=2) over 1 at {n:,} rows", "in process", *in_process),
     ]
-    notes = []
-    if in_process:
-        ratios.append(_ratio("speed-up of convert_file(workers=2) over 1", "in process", samples["convert_file(workers=1)"], samples["convert_file(workers=2)"], 1.6, at_least=True))
-        checks.append({"ok": same(ctx.work / "chunks1.jsonl", out[1]) and same(ctx.work / "chunks2.jsonl", out[1]),
-                       "label": "convert_chunks with 1 and 2 workers: the command's bytes"})
-        ratios.append({**_ratio("speed-up of convert_chunks(workers=2) over 1: the command without its start-up", "in process",
-                                samples["convert_chunks(workers=1)"], samples["convert_chunks(workers=2)"], 1.6, at_least=True),
-                       "target": "(explains the command; no target)", "passed": None})
-        ratio, note = _amdahl(samples["convert (10 rows)"], samples["convert_chunks(workers=1)"])
-        ratios.append(ratio)
-        notes.append(note)
-    contenders_list = list(samples.values())
+    contenders = [*commands, *in_process]
     if ctx.workers_rows > n:
         more, check, ratio = _workers_at(ctx, ctx.workers_rows)
-        contenders_list += more
+        contenders += more
         checks.append(check)
-        ratios.append(ratio)
-    section.update(contenders=contenders_list, checks=checks, ratios=ratios, notes=notes)
-    return section
-
-
-def _workers_label(name: str) -> tuple[str, str]:
-    """(contender name, measure) of a workers-section timer."""
-    if "--" in name or name.startswith("convert ("):
-        return f"`glmdata {name}`", "whole command"
-    return name, "in process"
-
-
-def _amdahl(startup: dict, conversion: dict) -> tuple[dict[str, Any], str]:
-    """The most `convert --workers 2` can gain over 1 on this file: start-up (the command on 10
-    rows) runs once whatever the workers, and at best two processes halve the conversion."""
-    s, c = startup["median"], conversion["median"]
-    best = (s + c) / (s + c / 2)
-    ratio = {
-        "label": "most `convert --workers 2` can gain over 1 here: (start-up + conversion) / (start-up + conversion / 2)",
-        "measure": "whole command",
-        "value": f"{best:.2f}x",
-        "median": best,
-        "min": best,
-        "target": "(bound; no target)",
-        "passed": None,
+        ratios.insert(0, ratio)
+    return {
+        "key": "workers",
+        "title": "5. Scale-out: --workers 2 vs 1",
+        "stamp": ctx.stamp(input="JSONL", **({"large": f"{ctx.workers_rows:,}"} if ctx.workers_rows > n else {})),
+        "contenders": contenders,
+        "checks": checks,
+        "ratios": ratios,
     }
-    note = (f"Start-up (the command on 10 rows) {s:.3f} s runs once; the conversion (convert_chunks, one process) "
-            f"{c:.3f} s is what two processes can split. Halved perfectly, the command would gain "
-            f"({s:.3f} + {c:.3f}) / ({s:.3f} + {c / 2:.3f}) = {best:.2f}x.")
-    return ratio, note
+
+
+def _same_rejects(a: Path, b: Path) -> bool:
+    ra, rb = (p.with_name(p.name.removesuffix(".jsonl") + ".rejects.jsonl") for p in (a, b))
+    return _same_bytes(ra, rb) if ra.exists() and rb.exists() else ra.exists() == rb.exists()
 
 
 def _workers_at(ctx: Context, size: int) -> tuple[list[dict], dict, dict]:
-    """`convert --workers 1` and `2` on a larger file of the same workload: start-up, which does
-    not parallelise, weighs less there. Three passes (the file is large); the file is deleted after."""
+    """`convert --workers 1` and `2` on a larger file of the same workload (the target's size):
+    three passes at most (the file is large); the file is deleted after."""
     directory = ctx.work / f"workers-{size}"
     ctx.log(f"  generating {size:,} rows (JSONL)")
-    jsonl, _ = wl.write_files(size, directory, json_array=False)
+    jsonl, _ = wl.write_files(size, directory, json_array=False, repeat_tools=ctx.repeat_tools, source_path=ctx.source)
     try:
         out = {w: directory / f"out{w}.jsonl" for w in (1, 2)}
-        timers = {w: _command_timer([*glmdata_command(), "convert", str(jsonl), "-o", str(out[w]), "-q", "--workers", str(w)]) for w in (1, 2)}
-        s = interleaved({f"convert --workers {w} ({size:,} rows)": timers[w] for w in (1, 2)}, min(ctx.repeats, 3), log=ctx.log)
+        timers = {
+            f"convert --workers {w} ({size:,} rows)": _command_timer(
+                [*glmdata_command(), "convert", str(jsonl), "-o", str(out[w]), "-q", "--workers", str(w)]
+            )
+            for w in (1, 2)
+        }
+        s = interleaved(timers, min(ctx.repeats, 3), log=ctx.log)
         samples = [_samples(f"`glmdata {name}`", "whole command", size, v.seconds) for name, v in s.items()]
-        check = {"ok": out[1].read_bytes() == out[2].read_bytes(), "label": f"convert at {size:,} rows: output identical with 1 and 2 workers"}
-        ratio = _ratio(f"speed-up of `convert --workers 2` over 1 at {size:,} rows", "whole command", samples[0], samples[1], 1.6, at_least=True)
+        check = {
+            "ok": _same_bytes(out[1], out[2]) and _same_rejects(out[1], out[2]),
+            "label": f"convert at {size:,} rows: output and rejects identical with 1 and 2 workers",
+        }
+        ratio = speedup(f"speed-up of `convert --workers 2` over 1 at {size:,} rows", "whole command", *samples, 1.5)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return samples, check, ratio
 
 
-def _convert_file_accepts_workers() -> bool:
-    code = "import inspect, glmdata.convert as c; print('workers' in inspect.signature(c.convert_file).parameters)"
-    return subprocess.run([PYTHON, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
-
-
-# --- 7. start-up ------------------------------------------------------------------------------
+# --- 6. start-up --------------------------------------------------------------------------------
 
 
 def startup(ctx: Context) -> dict[str, Any]:
-    small = str(ctx.data.small_jsonl)
     glmdata = glmdata_command()
+    sample = str(SAMPLE)
+    render_row = "`glmdata render SAMPLE --row 0` (a Glaive file, converted on the fly)"
     commands = {
         "`python -c pass` (interpreter alone, for scale)": [PYTHON, "-c", "pass"],
         "`python -c 'import glmdata'`": [PYTHON, "-c", "import glmdata"],
         "`glmdata --help`": [*glmdata, "--help"],
-        "`glmdata render small.jsonl --row 0`": [*glmdata, "render", small, "--row", "0"],
+        render_row: [*glmdata, "render", sample, "--row", "0"],
     }
     timers = {name: _command_timer(argv, ok_codes=(0,)) for name, argv in commands.items()}
     for timer in timers.values():  # warm-up: .pyc files, page cache
         timer()
     s = interleaved(timers, ctx.startup_runs, log=ctx.log)
-    contenders = [_samples(name, "whole command", None, v.seconds) for name, v in s.items()]  # type: ignore[arg-type]
+    contenders = [_samples(name, "whole command", None, v.seconds) for name, v in s.items()]
     checks = []
-    for label, args in (("glmdata --help", ["--help"]), ("glmdata render small.jsonl --row 0", ["render", small, "--row", "0"])):
+    for label, args in (
+        ("glmdata --help", ["--help"]),
+        ("glmdata render SAMPLE --row 0", ["render", sample, "--row", "0"]),
+    ):
         result = subprocess.run([PYTHON, "-c", IMPORT_PROBE, *args], capture_output=True, text=True, cwd=wl.REPO)
         heavy = next((line[6:] for line in result.stderr.splitlines() if line.startswith("HEAVY=")), None)
-        checks.append({"ok": heavy == "", "label": f"`{label}` imports none of torch, transformers, datasets",
-                       "detail": "probe failed" if heavy is None else (f"imported {heavy[:200]}" if heavy else "")})
+        detail = "probe failed" if heavy is None else (f"imported {heavy[:200]}" if heavy else "")
+        checks.append(
+            {"ok": heavy == "", "label": f"`{label}` imports none of torch, transformers, datasets", "detail": detail}
+        )
     help_median = s["`glmdata --help`"].median
+    render_median = s[render_row].median
     return {
         "key": "startup",
-        "title": "7. Start-up: wall time of short commands",
-        "stamp": stamp(runs=ctx.startup_runs, **({"mode": "quick"} if ctx.quick else {})),
-        "description": "Whole-command wall time (spawn to exit), interleaved. small.jsonl holds the first 10 workload rows (Glaive, converted on the fly). tests/test_startup.py checks the imported modules.",
+        "title": "6. Start-up: wall time of short commands",
+        "stamp": stamp(runs=ctx.startup_runs, sample=SAMPLE.name, **({"mode": "quick"} if ctx.quick else {})),
         "contenders": contenders,
         "checks": checks,
-        "ratios": [{"label": "`glmdata --help` median wall time", "measure": "whole command", "value": f"{help_median * 1000:.0f} ms",
-                    "target": "< 1 s (STYLE §7)", "passed": help_median < 1.0},
-                   {"label": "`glmdata render --row 0` median wall time", "measure": "whole command",
-                    "value": f"{s['`glmdata render small.jsonl --row 0`'].median * 1000:.0f} ms", "target": "report", "passed": None}],
+        "ratios": [
+            {
+                "label": "`glmdata --help` median wall time",
+                "measure": "whole command",
+                "value": f"{help_median * 1000:.0f} ms",
+                "target": "< 0.5 s",
+                "passed": help_median < 0.5,
+            },
+            {
+                "label": "`glmdata render SAMPLE --row 0` median wall time",
+                "measure": "whole command",
+                "value": f"{render_median * 1000:.0f} ms",
+                "target": "report",
+                "passed": None,
+            },
+        ],
+    }
+
+
+# --- 7. size ------------------------------------------------------------------------------------
+
+LINE_LIMIT = 5000
+
+
+def formatted_lines(package: Path, line_length: int = 120) -> dict[str, int]:
+    """Lines of each of ``package``'s ``*.py`` files (by path inside it) after ``ruff format
+    --line-length`` (on a copy: the checkout is not touched)."""
+    ruff = BIN / "ruff" if (BIN / "ruff").exists() else Path(shutil.which("ruff") or "ruff")
+    with tempfile.TemporaryDirectory(prefix="glmdata-size-") as tmp:
+        copy = Path(tmp) / package.name
+        shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(
+            [str(ruff), "format", "--quiet", "--isolated", "--line-length", str(line_length), str(copy)], check=True
+        )
+        return {
+            str(f.relative_to(copy)): len(f.read_text(encoding="utf-8").splitlines())
+            for f in sorted(copy.rglob("*.py"))
+        }
+
+
+def size(ctx: Context) -> dict[str, Any]:
+    per_file = formatted_lines(wl.REPO / "glmdata")
+    lines, files = sum(per_file.values()), len(per_file)
+    largest = sorted(per_file.items(), key=lambda item: -item[1])[:6]
+    return {
+        "key": "size",
+        "title": "7. Size: glmdata/ after ruff format",
+        "stamp": stamp(),
+        "checks": [],
+        "ratios": [
+            {
+                "label": "lines of glmdata/**/*.py after `ruff format --line-length 120`",
+                "measure": "source",
+                "value": f"{lines:,} lines in {files} files",
+                "target": f"<= {LINE_LIMIT:,}",
+                "passed": lines <= LINE_LIMIT,
+            }
+        ],
+        "notes": ["largest: " + ", ".join(f"{name} {n:,}" for name, n in largest)],
+    }
+
+
+# --- 8. render ----------------------------------------------------------------------------------
+
+
+def render(ctx: Context) -> dict[str, Any]:
+    msgs = str(ctx.messages)
+    ours_runs: list[dict] = []
+    theirs_runs: list[dict] = []
+    timers = {
+        "apply_chat_template": _task_timer(theirs_runs, "render-theirs", msgs),
+        "glmdata.render": _task_timer(ours_runs, "render-ours", msgs),
+    }
+    ctx.log("  warm-up (one pass each, untimed)")
+    for timer in timers.values():
+        timer()
+    s = interleaved(timers, ctx.repeats, log=ctx.log)
+    n = ours_runs[0]["rows"]
+    theirs = _samples(
+        "transformers `apply_chat_template(tokenize=False)`", "in process", n, s["apply_chat_template"].seconds
+    )
+    ours = _samples("`glmdata.render.render`", "in process", n, s["glmdata.render"].seconds)
+    digests = {r["digest"] for r in ours_runs + theirs_runs}
+    return {
+        "key": "render",
+        "title": "8. Render against apply_chat_template",
+        "stamp": ctx.stamp(input="converted messages JSONL"),
+        "contenders": [theirs, ours],
+        "checks": [{"ok": len(digests) == 1, "label": f"the same text on all {n:,} rows, every pass"}],
+        "ratios": [speedup("speed-up of glmdata.render over apply_chat_template", "in process", theirs, ours)],
     }
 
 
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "baseline": baseline,
-    "floor": floor,
-    "render": render,
     "tokenize": tokenize,
+    "pipeline": pipeline,
+    "floor": floor,
     "memory": memory,
     "workers": workers,
     "startup": startup,
+    "size": size,
+    "render": render,
 }
-NEEDS_TOKENIZER = {"tokenize"}
+NEEDS_WORKLOAD = {"tokenize", "pipeline", "floor", "memory", "workers", "render"}
+NEEDS_TOKENIZER = {"tokenize", "pipeline"}
 
 
 def run_section(name: str, ctx: Context) -> dict[str, Any]:
     try:
         return SECTIONS[name](ctx)
     except CommandFailed as exc:
-        return {"key": name, "title": name, "stamp": stamp(), "notes": [f"failed: {exc}"],
-                "ratios": [{"label": "run failed", "measure": "-", "value": "error", "target": "-", "passed": False}]}
+        return {
+            "key": name,
+            "title": name,
+            "stamp": stamp(),
+            "notes": [f"failed: {exc}"],
+            "ratios": [{"label": "run failed", "measure": "-", "value": "error", "target": "-", "passed": False}],
+        }

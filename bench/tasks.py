@@ -15,10 +15,8 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
 TOKENIZE_BATCH = 1000
 
 
@@ -42,39 +40,7 @@ def _batches(items: list, size: int) -> Iterable[list]:
         yield items[start : start + size]
 
 
-# --- 1. baseline vs ours --------------------------------------------------------------------
-
-
-def baseline(json_path: str) -> dict[str, Any]:
-    """The tutorial: json.load, formatting_func, apply_chat_template(tokenize=False)."""
-    from bench.tutorial import build_tokenizer, formatting_func
-
-    tokenizer = build_tokenizer()
-    start = time.perf_counter()
-    with open(json_path, encoding="utf-8") as f:
-        rows = json.load(f)
-    texts = [tokenizer.apply_chat_template(formatting_func(row), tokenize=False) for row in rows]
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": len(rows), "outputs": len(texts), "digest": _digest(texts)}
-
-
-def pipeline(json_path: str) -> dict[str, Any]:
-    """glmdata: convert (repairs + every check) and render every kept row, streaming the file."""
-    from glmdata.convert import convert_file
-    from glmdata.render import render
-
-    start = time.perf_counter()
-    rows = 0
-    texts = []
-    for result in convert_file(json_path):
-        rows += 1
-        if result.ok:
-            texts.append(render(result.row["messages"]))
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": rows, "outputs": len(texts), "digest": _digest(texts)}
-
-
-# --- 2. floor vs convert --------------------------------------------------------------------
+# --- floor vs convert ------------------------------------------------------------------------
 
 
 def floor(jsonl_path: str, out_path: str) -> dict[str, Any]:
@@ -96,7 +62,7 @@ def convert(jsonl_path: str, out_path: str, workers: int | None = None) -> dict[
     """glmdata.convert_file on the JSONL, kept rows (their bytes, ``result.encoded``) and rejects
     written as `glmdata convert` writes them; with workers, ``decode=False``: no dicts are needed."""
     from glmdata.convert import Options, convert_file
-    from glmdata.io import dump_row
+    from glmdata.jsontext import compact
 
     kwargs = {} if workers is None else {"workers": workers, "decode": False}
     start = time.perf_counter()
@@ -108,27 +74,7 @@ def convert(jsonl_path: str, out_path: str, workers: int | None = None) -> dict[
                 out.write(result.encoded + b"\n")
                 kept += 1
             elif result.rejected:
-                bad.write(dump_row(result.reject_record(jsonl_path)))
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": rows, "outputs": kept, "digest": _file_digest(out_path)}
-
-
-def chunks(jsonl_path: str, out_path: str, workers: int = 1) -> dict[str, Any]:
-    """What `glmdata convert` does after start-up: glmdata.convert_chunks, each chunk's rows and
-    rejects written as the command writes them. Timed in process, it is the part of the command
-    that ``--workers`` can split; the rest, start-up, runs once whatever the workers."""
-    from glmdata.convert import Options, convert_chunks
-    from glmdata.io import dump_row
-
-    start = time.perf_counter()
-    rows = kept = 0
-    with open(out_path, "wb") as out, open(out_path + ".rejects", "wb") as bad:
-        for chunk in convert_chunks(jsonl_path, Options(), workers=workers):
-            rows += chunk.report.rows_in
-            kept += chunk.report.rows_out
-            out.write(chunk.output)
-            for result in chunk.rejected:
-                bad.write(dump_row(result.reject_record(jsonl_path)))
+                bad.write(compact(result.reject_record(jsonl_path)) + b"\n")
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rows": rows, "outputs": kept, "digest": _file_digest(out_path)}
 
@@ -141,7 +87,7 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-# --- 3. render ------------------------------------------------------------------------------
+# --- render ----------------------------------------------------------------------------------
 
 
 def render_ours(messages_path: str) -> dict[str, Any]:
@@ -165,83 +111,124 @@ def render_theirs(messages_path: str) -> dict[str, Any]:
     return {"seconds": seconds, "rows": len(rows), "outputs": len(texts), "digest": _digest(texts)}
 
 
-# --- 4. tokenize + masks --------------------------------------------------------------------
+# --- tokenize + masks ----------------------------------------------------------------------
 
 
-def _dump_tokens(path: str | None, ids: list[list[int]], masks: list[list[int]]) -> None:
-    if path:
-        import orjson
+def spans(messages_path: str, out_path: str) -> dict[str, Any]:
+    """Set-up, not a contender: ``render_spans`` of every converted row, written as ``[text, spans]``
+    lines, so that the encoding contenders all start from the same rendered text."""
+    import orjson
 
-        with open(path, "wb") as out:
-            for row_ids, row_masks in zip(ids, masks):
-                out.write(orjson.dumps([row_ids, row_masks]) + b"\n")
+    from glmdata.render import render_spans
+
+    rows = _read_messages(messages_path)
+    start = time.perf_counter()
+    rendered = [render_spans(m) for m in rows]
+    seconds = time.perf_counter() - start
+    with open(out_path, "wb") as out:
+        for r in rendered:
+            out.write(orjson.dumps([r.text, r.spans]) + b"\n")
+    return {"seconds": seconds, "rows": len(rows), "outputs": len(rendered), "digest": _file_digest(out_path)}
 
 
-def tokenize_ours(messages_path: str, tokenizer_dir: str, dump: str | None = None, via_tokenizer: bool = False) -> dict[str, Any]:
-    """glmdata.masks.tokenize_batch: render with spans, tokenize, labels and masks.
+def _read_rendered(path: str) -> list[Any]:
+    import orjson
 
-    ``via_tokenizer``: encode through the transformers tokenizer's own call, as glmdata does for
-    any tokenizer not converted from tiktoken files (e.g. a tokenizer.json of glm-4-9b-chat-hf).
-    """
-    import glmdata.tokenizer
-    from glmdata.masks import tokenize_batch
-    from glmdata.tokenizer import load_tokenizer
+    from glmdata.render import Rendered
 
-    if via_tokenizer:
-        glmdata.tokenizer.tiktoken_encoding = lambda tokenizer: None
+    with open(path, "rb") as f:
+        return [Rendered(text, [tuple(span) for span in spans]) for text, spans in map(orjson.loads, f)]
+
+
+def _ids_digest(ids: Iterable[list[int]]) -> str:
+    import orjson
+
+    h = hashlib.sha256()
+    for row in ids:
+        h.update(orjson.dumps(row) + b"\n")
+    return h.hexdigest()
+
+
+def _warm_up() -> Any:
+    """A short conversation for each encoder's first call, outside the workload: glmdata keeps
+    long pieces it has encoded, which must not give it a head start on the timed rows."""
+    from glmdata.render import render_spans
+
+    return render_spans([{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}])
+
+
+def encode_bare(rendered_path: str, tokenizer_dir: str) -> dict[str, Any]:
+    """The floor of tokenize + masks: the tokenizer's own batch encode of the same rendered text,
+    batches of ``TOKENIZE_BATCH``: tiktoken's ``encode_batch(allowed_special="all")`` (its thread
+    pool) for a tokenizer converted from tiktoken files, else ``tokenizer(texts,
+    add_special_tokens=False)`` (the tokenizers library's threads)."""
+    from glmdata.tokenizer import load_tokenizer, tiktoken_encoding
 
     tokenizer = load_tokenizer(tokenizer_dir)
-    rows = _read_messages(messages_path)
-    tokenize_batch({"messages": rows[:2]}, tokenizer)  # checks the tokenizer once, as any first call does
+    encoding = tiktoken_encoding(tokenizer)
+    texts = [r.text for r in _read_rendered(rendered_path)]
+
+    def encode(batch: list[str]) -> list[list[int]]:
+        if encoding is not None:
+            return encoding.encode_batch(batch, allowed_special="all")
+        return tokenizer(batch, add_special_tokens=False)["input_ids"]
+
+    encode([_warm_up().text] * 2)  # the first call starts the threads
     start = time.perf_counter()
-    ids: list[list[int]] = []
-    masks: list[list[int]] = []
-    for batch in _batches(rows, TOKENIZE_BATCH):
-        out = tokenize_batch({"messages": batch}, tokenizer)
-        ids += out["input_ids"]
-        masks += out["assistant_masks"]
+    ids = [row for batch in _batches(texts, TOKENIZE_BATCH) for row in encode(batch)]
     seconds = time.perf_counter() - start
-    tokens = sum(map(len, ids))
-    # Ours ends every row with the <|user|> the official demo appends; the template does not.
-    digest = _digest(json.dumps(row[:-1]) for row in ids)
-    _dump_tokens(dump, [row[:-1] for row in ids], [row[:-1] for row in masks])
-    return {"seconds": seconds, "rows": len(rows), "outputs": len(ids), "tokens": tokens, "digest": digest}
+    return {
+        "seconds": seconds,
+        "rows": len(texts),
+        "outputs": len(ids),
+        "tokens": sum(map(len, ids)),
+        "digest": _ids_digest(ids),
+        "encoder": "tiktoken" if encoding is not None else "tokenizers",
+    }
 
 
-def tokenize_theirs(messages_path: str, tokenizer_dir: str, dump: str | None = None) -> dict[str, Any]:
-    """apply_chat_template(tokenize=True, return_assistant_tokens_mask=True, return_dict=True) with
-    the generation-marker template, in batches (faster for it than one row at a time)."""
-    from glmdata.render import GENERATION_TEMPLATE, load_template
+def encode_masks(rendered_path: str, tokenizer_dir: str) -> dict[str, Any]:
+    """glmdata.masks.encode_batch on the same rendered text, batches of ``TOKENIZE_BATCH``: ids,
+    labels and assistant masks."""
+    from glmdata.masks import encode_batch
     from glmdata.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir)
-    template = load_template(GENERATION_TEMPLATE).text
-    rows = _read_messages(messages_path)
-    options = dict(chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    tokenizer.apply_chat_template(rows[:2], **options)  # compiles the template, as any first call does
+    rendered = _read_rendered(rendered_path)
+    encode_batch([_warm_up()] * 2, tokenizer)  # checks the tokenizer once, as any first call does
     start = time.perf_counter()
-    ids: list[list[int]] = []
-    masks: list[list[int]] = []
-    for batch in _batches(rows, TOKENIZE_BATCH):
-        out = tokenizer.apply_chat_template(batch, **options)
-        ids += out["input_ids"]
-        masks += out["assistant_masks"]
+    rows = [row for batch in _batches(rendered, TOKENIZE_BATCH) for row in encode_batch(batch, tokenizer)]
     seconds = time.perf_counter() - start
-    digest = _digest(json.dumps(list(row)) for row in ids)
-    _dump_tokens(dump, ids, masks)
-    return {"seconds": seconds, "rows": len(rows), "outputs": len(ids), "tokens": sum(map(len, ids)), "digest": digest}
+    ids = [row["input_ids"] for row in rows]
+    return {
+        "seconds": seconds,
+        "rows": len(rendered),
+        "outputs": len(rows),
+        "tokens": sum(map(len, ids)),
+        "digest": _ids_digest(ids),
+        "labels": _ids_digest(row["labels"] for row in rows),
+    }
+
+
+def save_tokenizer_json(tokenizer_dir: str, target: str) -> dict[str, Any]:
+    """Set-up, not a contender: the tokenizer of ``tokenizer_dir`` saved as a ``tokenizer.json``
+    directory (the layout glm-4-9b-chat-hf ships), the same vocabulary."""
+    from glmdata.tokenizer import load_tokenizer
+
+    start = time.perf_counter()
+    load_tokenizer(tokenizer_dir).save_pretrained(target)
+    return {"seconds": time.perf_counter() - start, "rows": 0, "outputs": 0, "digest": ""}
 
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
-    "baseline": baseline,
-    "pipeline": pipeline,
     "floor": floor,
     "convert": convert,
-    "chunks": chunks,
     "render-ours": render_ours,
     "render-theirs": render_theirs,
-    "tokenize-ours": tokenize_ours,
-    "tokenize-theirs": tokenize_theirs,
+    "spans": spans,
+    "encode-bare": encode_bare,
+    "encode-masks": encode_masks,
+    "save-tokenizer-json": save_tokenizer_json,
 }
 
 
@@ -250,16 +237,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("args", nargs="*")
     parser.add_argument("--workers", type=int)
-    parser.add_argument("--dump")
-    parser.add_argument("--via-tokenizer", action="store_true")
     ns = parser.parse_args(argv)
-    kwargs: dict[str, Any] = {}
-    if ns.workers is not None:
-        kwargs["workers"] = ns.workers
-    if ns.dump:
-        kwargs["dump"] = ns.dump
-    if ns.via_tokenizer:
-        kwargs["via_tokenizer"] = True
+    kwargs: dict[str, Any] = {} if ns.workers is None else {"workers": ns.workers}
     result = TASKS[ns.task](*ns.args, **kwargs)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

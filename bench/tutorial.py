@@ -3,7 +3,9 @@
 Reproduced from /work/shared/FIELD_NOTES.md section 4 (the chatglm-finetune TRL tutorial that
 ships glaive_toolcall_zh_1k.json): parse the JSON, map each Glaive row with its
 ``formatting_func``, render with transformers' ``apply_chat_template(tokenize=False)`` and the
-official glm-4-9b-chat template. Its defects are kept on purpose, they are what it does:
+official glm-4-9b-chat template, then tokenize the text as TRL's ``SFTTrainer`` does: one
+``tokenizer(text=...)`` call per row, labels equal to the ids (loss on every token). Its defects
+are kept on purpose, they are what it does:
 
 - ``human`` becomes role ``users`` (rendered as the plain text ``<|users|>``);
 - the system message always carries ``tools`` (``[]`` when there are none: an empty tools header);
@@ -16,12 +18,14 @@ Tools are wrapped as ``{"type": "function", "function": tool}``: with that wrapp
 reproduces the token counts FIELD_NOTES gives for it (346 of 1000 rows over 512 tokens, median
 401, p90 979, max 2573); without it the template would print no tool at all.
 
-The tokenizer is built offline (no hub): a byte-level fast tokenizer with GLM-4's special tokens,
-as tests/tiny_tokenizer.py builds it, carrying the official template. Rendering with
-``tokenize=False`` does not depend on the vocabulary.
+For rendering alone (``build_tokenizer``), the tokenizer is built offline (no hub): a byte-level
+fast tokenizer with GLM-4's special tokens, as tests/tiny_tokenizer.py builds it, carrying the
+official template; ``tokenize=False`` does not depend on the vocabulary.
 
-Run as a command (the whole-command contender): ``python -m bench.tutorial IN.json OUT.jsonl``
-writes one ``{"text": ...}`` line per row.
+Run as a command (the whole-process contender): ``python -m bench.tutorial IN.json OUT.jsonl
+TOKENIZER_DIR [--batch N]`` writes one ``{"input_ids", "labels"}`` line per row (see
+``load_tokenizer`` for how the tokenizer is loaded). ``--batch N`` calls the tokenizer on N texts
+at a time instead (its threads at work): faster than the tutorial as written.
 """
 
 from __future__ import annotations
@@ -35,9 +39,20 @@ REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_TEMPLATE = REPO / "glmdata" / "templates" / "glm-4-9b-chat.jinja"
 
 GLM4_SPECIAL_TOKENS = (
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
-    "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>",
-    "<|begin_of_video|>", "<|end_of_video|>",
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
 )
 
 ROLES = {"human": "users", "gpt": "assistant", "function_call": "assistant", "observation": "observation"}
@@ -83,22 +98,50 @@ def build_tokenizer(chat_template: str | None = None) -> Any:
     )
 
 
-def run(path: str) -> list[str]:
-    """The whole pipeline on a JSON array file: the training texts, one per row."""
-    tokenizer = build_tokenizer()
-    with open(path, encoding="utf-8") as f:
-        rows = json.load(f)
-    return [tokenizer.apply_chat_template(formatting_func(row), tokenize=False) for row in rows]
+def token_ids(texts: list[str], tokenizer: Any, batch: int = 1) -> list[list[int]]:
+    """The ids of each text: one call per text as TRL's SFTTrainer makes it (``batch=1``), else
+    ``batch`` texts per call."""
+    if batch <= 1:
+        return [tokenizer(text=text)["input_ids"] for text in texts]
+    return [
+        ids for start in range(0, len(texts), batch) for ids in tokenizer(texts[start : start + batch])["input_ids"]
+    ]
+
+
+def load_tokenizer(directory: str) -> Any:
+    """The tokenizer as the tutorial loads it: ``AutoTokenizer`` for a ``tokenizer.json``. For
+    glm-4-9b-chat's tiktoken files, which transformers loads only by running the model's own code
+    (``trust_remote_code``), glmdata's loader: transformers' ``TikTokenConverter``, the same ids."""
+    if (Path(directory) / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    import glmdata.tokenizer
+
+    return glmdata.tokenizer.load_tokenizer(directory)
 
 
 def main(argv: list[str]) -> int:
-    source, target = argv
+    import argparse
+
     import orjson  # the harness's output, not the tutorial's: as fast as glmdata's own writing
 
-    texts = run(source)
-    with open(target, "wb") as out:
-        for text in texts:
-            out.write(orjson.dumps({"text": text}) + b"\n")
+    parser = argparse.ArgumentParser(prog="python -m bench.tutorial")
+    parser.add_argument("source", help="Glaive JSON array")
+    parser.add_argument("target", help="JSONL of input_ids and labels")
+    parser.add_argument("tokenizer", help="tokenizer directory")
+    parser.add_argument("--batch", type=int, default=1, help="texts per tokenizer call (default 1, as TRL)")
+    args = parser.parse_args(argv)
+    tokenizer = load_tokenizer(args.tokenizer)
+    template = official_template()
+    with open(args.source, encoding="utf-8") as f:
+        rows = json.load(f)
+    texts = [
+        tokenizer.apply_chat_template(formatting_func(row), tokenize=False, chat_template=template) for row in rows
+    ]
+    with open(args.target, "wb") as out:
+        for ids in token_ids(texts, tokenizer, args.batch):
+            out.write(orjson.dumps({"input_ids": ids, "labels": ids}) + b"\n")
     return 0
 
 

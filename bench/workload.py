@@ -36,7 +36,6 @@ class Workload:
     rows: int
     json_array: Path  #: Glaive rows as a JSON array (indented, like the source file)
     jsonl: Path  #: the same rows, one compact JSON object per line
-    small_jsonl: Path  #: the first 10 rows (start-up measurements)
     source: Path
 
 
@@ -97,10 +96,13 @@ def replicated(n: int, source: list[dict], *, repeat_tools: bool = False) -> Ite
         k += 1
 
 
-def write_files(n: int, directory: Path, *, repeat_tools: bool = False, json_array: bool = True) -> tuple[Path, Path | None]:
-    """Write ``n`` replicated rows as ``glaive_N.jsonl`` and (optionally) ``glaive_N.json``,
-    streaming (constant memory, so it scales to millions of rows). Returns both paths."""
-    source = load_source()
+def write_files(
+    n: int, directory: Path, *, repeat_tools: bool = False, json_array: bool = True, source_path: Path = SOURCE
+) -> tuple[Path, Path | None]:
+    """Write ``n`` replicated rows of ``source_path`` as ``glaive_N.jsonl`` and (optionally)
+    ``glaive_N.json``, streaming (constant memory, so it scales to millions of rows). Returns both
+    paths."""
+    source = load_source(source_path)
     directory.mkdir(parents=True, exist_ok=True)
     jsonl_path = directory / f"glaive_{n}.jsonl"
     array_path = directory / f"glaive_{n}.json" if json_array else None
@@ -123,16 +125,13 @@ def write_files(n: int, directory: Path, *, repeat_tools: bool = False, json_arr
     return jsonl_path, array_path
 
 
-def build(n: int, directory: Path, *, repeat_tools: bool = False) -> Workload:
-    """Write the workload of ``n`` rows into ``directory``."""
-    jsonl_path, array_path = write_files(n, directory, repeat_tools=repeat_tools)
+def build(n: int, directory: Path, *, repeat_tools: bool = False, source_path: Path = SOURCE) -> Workload:
+    """Write the workload of ``n`` rows of ``source_path`` into ``directory``."""
+    jsonl_path, array_path = write_files(n, directory, repeat_tools=repeat_tools, source_path=source_path)
     assert array_path is not None
-    small = directory / "small.jsonl"
-    with open(jsonl_path, "rb") as f, open(small, "wb") as out:
-        for _, line in zip(range(10), f):
-            out.write(line)
-    return Workload(n, array_path, jsonl_path, small, SOURCE)
+    return Workload(n, array_path, jsonl_path, source_path)
 
 
 def average_row_bytes(path: Path) -> float:
-    return path.stat().st_size / max(1, sum(1 for _ in open(path, "rb")))
+    with open(path, "rb") as f:
+        return path.stat().st_size / max(1, sum(1 for _ in f))

@@ -403,9 +403,8 @@ def test_text_that_a_normalizer_turns_into_a_tag_is_refused():
     row = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
     assert tokenize(row, tokenizer)["labels"] == whole_text_reference(tokenizer, render_spans(row))[1]
     look_alike = [{"role": "user", "content": "＜｜user｜＞"}, {"role": "assistant", "content": "ok"}]
-    assert (
-        tokenizer.convert_tokens_to_ids("<|user|>") in tokenizer("＜｜user｜＞", add_special_tokens=False)["input_ids"]
-    )
+    user_id = tokenizer.convert_tokens_to_ids("<|user|>")
+    assert user_id in tokenizer("＜｜user｜＞", add_special_tokens=False)["input_ids"]
     with pytest.raises(MaskError, match="normalizer"):
         tokenize(look_alike, tokenizer)
 
