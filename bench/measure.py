@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -157,3 +158,34 @@ def interleaved(
             samples[name].seconds.append(seconds)
             log(f"    round {round_ + 1}/{repeats}  {name:<34} {seconds:8.3f} s")
     return samples
+
+
+class OtherLoad:
+    """How busy the machine was with work other than this benchmark's, between two readings: the
+    CPU time all processes used (``/proc/stat``) less what this process and its children used,
+    as a share of the time all cores had. A shared machine's numbers are only as good as this is
+    low: another job on one of two cores halves what two workers can gain."""
+
+    def __init__(self) -> None:
+        self.start = self._reading()
+
+    @staticmethod
+    def _reading() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq steal
+        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        ours = sum(u.ru_utime + u.ru_stime for u in usage)
+        return time.monotonic(), busy, ours
+
+    def share(self) -> float | None:
+        """The share (0 to 1) of all cores' time used by other processes since this was made."""
+        end = self._reading()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        wall = (end[0] - self.start[0]) * (os.cpu_count() or 1)
+        other = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return min(max(other / wall, 0.0), 1.0)

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload as wl
-from bench.measure import BIN, PYTHON, CommandFailed, Samples, glmdata_command, interleaved, run_command, run_task
+from bench.measure import (
+    BIN,
+    PYTHON,
+    CommandFailed,
+    OtherLoad,
+    Samples,
+    glmdata_command,
+    interleaved,
+    run_command,
+    run_task,
+)
 from bench.report import stamp
 
 SHARED = wl.REPO.parent / "shared"
@@ -637,14 +647,29 @@ NEEDS_WORKLOAD = {"tokenize", "pipeline", "floor", "memory", "workers", "render"
 NEEDS_TOKENIZER = {"tokenize", "pipeline"}
 
 
+# Above this share of the machine used by other processes during a section, its notes say so.
+BUSY = 0.10
+
+
 def run_section(name: str, ctx: Context) -> dict[str, Any]:
+    """Run a section; its stamp says how busy the machine was with other work meanwhile."""
+    load = OtherLoad()
     try:
-        return SECTIONS[name](ctx)
+        section = SECTIONS[name](ctx)
     except CommandFailed as exc:
-        return {
+        section = {
             "key": name,
             "title": name,
             "stamp": stamp(),
             "notes": [f"failed: {exc}"],
             "ratios": [{"label": "run failed", "measure": "-", "value": "error", "target": "-", "passed": False}],
         }
+    share = load.share()
+    if share is not None:
+        section["stamp"]["other load"] = f"{share:.0%}"
+        if share > BUSY:
+            section.setdefault("notes", []).append(
+                f"other processes used {share:.0%} of the machine's CPU time during this section: "
+                "its ratios are less trustworthy than on an idle machine"
+            )
+    return section

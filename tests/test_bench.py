@@ -14,7 +14,7 @@ import pytest
 from tiny_tokenizer import write_tiktoken_dir
 
 from bench import report, suite, tasks, tokenize_file, tutorial
-from bench.measure import interleaved
+from bench.measure import OtherLoad, interleaved
 from bench.workload import load_source, replicated, vary, write_files
 from glmdata.convert import convert_file
 
@@ -66,6 +66,11 @@ def test_interleaved_rotates_the_order_every_round() -> None:
     samples = interleaved({name: contender(name) for name in "abc"}, 3, log=lambda _: None)
     assert calls == list("abcbcacab")
     assert [s.seconds for s in samples.values()] == [[1.0] * 3] * 3
+
+
+def test_the_other_load_is_a_share_of_the_machine() -> None:
+    share = OtherLoad().share()
+    assert share is None or 0.0 <= share <= 1.0
 
 
 # --- the workload -----------------------------------------------------------------------------
