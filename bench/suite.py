@@ -27,7 +27,7 @@ from bench.measure import (
     run_command,
     run_task,
 )
-from bench.report import stamp
+from bench.report import revision, stamp
 
 SHARED = wl.REPO.parent / "shared"
 TOKENIZER_DIR = SHARED / "tokenizer" / "glm-4-9b-chat"
@@ -645,6 +645,7 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
 }
 NEEDS_WORKLOAD = {"tokenize", "pipeline", "floor", "memory", "workers", "render"}
 NEEDS_TOKENIZER = {"tokenize", "pipeline"}
+UNTIMED = {"size"}  # counts lines: how busy the machine was does not matter
 
 
 # Above this share of the machine used by other processes during a section, its notes say so.
@@ -652,7 +653,9 @@ BUSY = 0.10
 
 
 def run_section(name: str, ctx: Context) -> dict[str, Any]:
-    """Run a section; its stamp says how busy the machine was with other work meanwhile."""
+    """Run a section; its stamp says on which glmdata commit, and how busy the machine was with
+    other work meanwhile."""
+    commit = revision()
     load = OtherLoad()
     try:
         section = SECTIONS[name](ctx)
@@ -664,8 +667,9 @@ def run_section(name: str, ctx: Context) -> dict[str, Any]:
             "notes": [f"failed: {exc}"],
             "ratios": [{"label": "run failed", "measure": "-", "value": "error", "target": "-", "passed": False}],
         }
+    section["stamp"]["glmdata"] = commit
     share = load.share()
-    if share is not None:
+    if share is not None and name not in UNTIMED:
         section["stamp"]["other load"] = f"{share:.0%}"
         if share > BUSY:
             section.setdefault("notes", []).append(
