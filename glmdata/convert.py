@@ -16,7 +16,6 @@ from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any, Literal
 
 import orjson
@@ -155,10 +154,6 @@ def convert_records(records: Iterable[Record], options: Options = Options()) -> 
 def _convert_record(record: Record, options: Options) -> Result:
     if record.error is not None:
         return Result(record.index, record.line, record.raw, issues=[record.error], rejected=True)
-    if record.value is None and record.from_text:  # read unparsed, to be parsed here
-        record.value, record.error = parse_row(record.raw)
-        if record.error is not None:
-            return Result(record.index, record.line, record.raw, issues=[record.error], rejected=True)
     return convert_row(record.value, options, index=record.index, line=record.line, raw=record.raw)
 
 
@@ -293,7 +288,10 @@ def _convert_batch(batch: Lines | list[Record], options: Options) -> tuple[bytes
     length of its text, rejected, findings, repairs) as JSON. Positions and source bytes stay in
     the main process, which holds the batch."""
     texts, account = [], []
-    for result in map(_convert_record, _records(batch), repeat(options)):
+    for record in _records(batch):
+        if record.error is None and record.from_text:  # read unparsed: parsed here, once
+            record.value, record.error = parse_row(record.raw)
+        result = _convert_record(record, options)
         texts.append(result.encoded)
         issues = [(i.code, i.path, i.message) for i in result.issues]
         account.append((result.format, len(result.encoded), result.rejected, issues, result.repairs))

@@ -19,7 +19,7 @@ from typing import Any
 from glmdata.checks import tool_call
 from glmdata.convert import Options, convert_file
 from glmdata.models import MessageDict, MessagesRow
-from glmdata.render import TrainOn
+from glmdata.render import NothingToTrain, TrainOn, render_spans
 from glmdata.report import Report
 
 BATCH = 256
@@ -197,8 +197,6 @@ def _span_kind(text: str, start: int) -> tuple[str, str]:
 def _measure(
     stats: Stats, batch: Iterable[tuple[int, MessagesRow]], tokenizer: Any, train_on: TrainOn, template: Any
 ) -> None:
-    from glmdata.render import NothingToTrain, render_spans
-
     rendered = []
     for index, row in batch:
         try:
