@@ -201,6 +201,7 @@ def tokenize(ctx: Context) -> dict[str, Any]:
     every = [result for results in runs.values() for result in results]
     masks = [result for key, results in runs.items() if key.startswith("encode-masks") for result in results]
     encoders = {kind: {r["encoder"] for r in runs[f"encode-bare {kind}"]} for kind in ctx.tokenizers}
+    ours = {kind: {r["encoder"] for r in runs[f"encode-masks {kind}"]} for kind in ctx.tokenizers}
     return {
         "key": "tokenize",
         "title": "1. Tokenize + masks against the bare encode of the same text",
@@ -219,6 +220,9 @@ def tokenize(ctx: Context) -> dict[str, Any]:
             },
         ],
         "ratios": ratios,
+        "notes": [
+            "glmdata encoded with " + ", ".join(f"{'/'.join(sorted(e))} for the {kind}" for kind, e in ours.items())
+        ],
     }
 
 

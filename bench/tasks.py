@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 TOKENIZE_BATCH = 1000
@@ -165,7 +166,8 @@ def encode_bare(rendered_path: str, tokenizer_dir: str) -> dict[str, Any]:
     from glmdata.tokenizer import load_tokenizer, tiktoken_encoding
 
     tokenizer = load_tokenizer(tokenizer_dir)
-    encoding = tiktoken_encoding(tokenizer)
+    # A tokenizer.json's own batch call is the tokenizers library's, even where glmdata encodes it with tiktoken.
+    encoding = None if (Path(tokenizer_dir) / "tokenizer.json").is_file() else tiktoken_encoding(tokenizer)
     texts = [r.text for r in _read_rendered(rendered_path)]
 
     def encode(batch: list[str]) -> list[list[int]]:
@@ -191,7 +193,7 @@ def encode_masks(rendered_path: str, tokenizer_dir: str) -> dict[str, Any]:
     """glmdata.masks.encode_batch on the same rendered text, batches of ``TOKENIZE_BATCH``: ids,
     labels and assistant masks."""
     from glmdata.masks import encode_batch
-    from glmdata.tokenizer import load_tokenizer
+    from glmdata.tokenizer import load_tokenizer, tiktoken_encoding
 
     tokenizer = load_tokenizer(tokenizer_dir)
     rendered = _read_rendered(rendered_path)
@@ -207,6 +209,7 @@ def encode_masks(rendered_path: str, tokenizer_dir: str) -> dict[str, Any]:
         "tokens": sum(map(len, ids)),
         "digest": _ids_digest(ids),
         "labels": _ids_digest(row["labels"] for row in rows),
+        "encoder": "tiktoken" if tiktoken_encoding(tokenizer) is not None else "tokenizers",
     }
 
 

@@ -2,14 +2,18 @@
 
 Two layouts are supported:
 - a directory with ``tokenizer.json`` (any model saved by ``tokenizers``/transformers, e.g.
-  glm-4-9b-chat-hf): loaded with ``AutoTokenizer(local_files_only=True)``;
+  glm-4-9b-chat-hf): loaded with ``AutoTokenizer(local_files_only=True)`` (``PreTrainedTokenizerFast``
+  when the config names no other class, which spares the import of torch);
 - glm-4-9b-chat's original layout: the tiktoken vocabulary ``tokenizer.model`` (``base64 rank``
   lines), ``tokenizer_config.json`` (special tokens and their ids) and optionally ``pat_str.txt``.
   Its ``ChatGLM4Tokenizer`` is remote code we do not run; instead the vocabulary is converted
   with transformers' ``TikTokenConverter`` into a fast tokenizer with the same ids. The
   conversion is cached as ``tokenizer.json`` under ``cache_dir()``, keyed by the input files'
-  hash. ``tiktoken_encoding`` gives such a tokenizer's original tiktoken encoding back (same ids,
-  several times faster; ``glmdata.masks`` encodes with it).
+  hash.
+
+``tiktoken_encoding`` gives a tiktoken encoding with the same ids for the tiktoken files, and for a
+``tokenizer.json`` that is a byte-level BPE tiktoken encodes alike (``glmdata.masks`` encodes with it:
+about twice as fast).
 
 The network is never used. transformers and tokenizers are imported inside the functions, so
 ``import glmdata.tokenizer`` stays light.
@@ -24,8 +28,12 @@ import os
 import re
 import tempfile
 import weakref
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from glmdata import jsontext
 
 __all__ = ["GLM4_PAT_STR", "TokenizerError", "cache_dir", "load_tokenizer", "tiktoken_encoding"]
 
@@ -39,6 +47,8 @@ GLM4_PAT_STR = (
 _CONVERSION_VERSION = "1"
 _TIKTOKEN_LINE = re.compile(rb"^[A-Za-z0-9+/]+=*\s+\d+\s*$")
 
+# tokenizer_class values for which AutoTokenizer gives the plain fast tokenizer.
+_GENERIC_CLASSES = (None, "PreTrainedTokenizerFast", "TokenizersBackend")
 _LAYOUTS = "tokenizer.json, or glm-4-9b-chat's tiktoken files (tokenizer.model with tokenizer_config.json)"
 
 
@@ -106,10 +116,17 @@ def _is_tiktoken_file(path: Path) -> bool:
 
 
 def _load_tokenizer_json(directory: Path) -> Any:
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
+    config = directory / "tokenizer_config.json"
+    named = _read_json(config).get("tokenizer_class") if config.is_file() else None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        if named in _GENERIC_CLASSES:  # AutoTokenizer would give the same class, and import torch (2 s)
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception:
         # AutoTokenizer refuses configs naming a remote-code class (auto_map) without
         # trust_remote_code; tokenizer.json alone is enough for the fast tokenizer.
@@ -122,6 +139,10 @@ def _load_tokenizer_json(directory: Path) -> Any:
             f"the tokenizer in {directory} loaded as a slow tokenizer ({type(tokenizer).__name__}); "
             "glmdata needs a fast one (loss masks are encoded with its tokenizers backend)"
         )
+    path = directory / "tokenizer.json"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    specials = sorted((i, t.__getstate__()) for i, t in tokenizer.backend_tokenizer.get_added_tokens_decoder().items())
+    _register(tokenizer, _TiktokenSource(digest, specials, len(tokenizer), partial(_bpe_ranks, path, digest)))
     return tokenizer
 
 
@@ -174,7 +195,7 @@ def _load_tiktoken(directory: Path) -> Any:
         backend = Tokenizer.from_file(str(cached))
     else:
         backend = _convert_tiktoken(directory / "tokenizer.model", pattern, specials)
-        _save_atomically(backend, cached)
+        _save_atomically(cached, backend.save)
 
     chat_template = None
     if (directory / "chat_template.jinja").is_file():
@@ -193,25 +214,21 @@ def _load_tiktoken(directory: Path) -> Any:
     if isinstance(extra, list):
         settings["extra_special_tokens"] = extra
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, chat_template=chat_template, **settings)
-    model_sha256 = hashlib.sha256(model_bytes).hexdigest()
-    source = _TiktokenSource(
-        key.hexdigest(), directory / "tokenizer.model", model_sha256, pattern, specials, len(tokenizer)
-    )
-    try:
-        _TIKTOKEN_SOURCES[tokenizer] = source
-    except TypeError:  # not weak-referenceable: no tiktoken fast path for it
-        pass
+    model_file, model_sha256 = directory / "tokenizer.model", hashlib.sha256(model_bytes).hexdigest()
+    ranks = partial(_tiktoken_ranks, model_file, model_sha256, pattern)
+    _register(tokenizer, _TiktokenSource(key.hexdigest(), specials, len(tokenizer), ranks))
     return tokenizer
 
 
-class _TiktokenSource:
-    """The tiktoken files a tokenizer was converted from, and its size at load time."""
+Ranks = tuple[str, dict[bytes, int]]  # tiktoken's pattern and mergeable ranks
 
-    def __init__(
-        self, key: str, model_file: Path, model_sha256: str, pattern: str, specials: list[tuple[int, dict]], size: int
-    ) -> None:
-        self.key, self.model_file, self.model_sha256 = key, model_file, model_sha256
-        self.pattern, self.specials, self.size = pattern, specials, size
+
+class _TiktokenSource:
+    """How tiktoken can encode a tokenizer that ``load_tokenizer`` gave: its vocabulary's key, special
+    tokens, size at load time, and ``ranks()`` to read its pattern and ranks (``None``: it cannot)."""
+
+    def __init__(self, key: str, specials: list[tuple[int, dict]], size: int, ranks: Callable[[], Ranks | None]):
+        self.key, self.specials, self.size, self.ranks = key, specials, size, ranks
         contents = [t["content"] for _, t in specials]
         # tiktoken matches special tokens exactly, without stripping spaces around them, and where
         # one begins another which of the two it matches is not defined (the tokenizer takes the longer).
@@ -220,21 +237,29 @@ class _TiktokenSource:
         ) and not any(a != b and b.startswith(a) for a in contents for b in contents)
 
 
-# Tokenizers converted from tiktoken files by `load_tokenizer` -> their source; encodings by source key.
+# Tokenizers that `load_tokenizer` gave -> their source; encodings by source key (False: none).
 _TIKTOKEN_SOURCES: weakref.WeakKeyDictionary[Any, _TiktokenSource] = weakref.WeakKeyDictionary()
 _TIKTOKEN_ENCODINGS: dict[str, Any] = {}
 
 
-def tiktoken_encoding(tokenizer: Any) -> Any | None:
-    """The original tiktoken encoding behind a tokenizer that ``load_tokenizer`` converted from
-    glm-4-9b-chat's tiktoken files, or ``None``.
+def _register(tokenizer: Any, source: _TiktokenSource) -> None:
+    try:
+        _TIKTOKEN_SOURCES[tokenizer] = source
+    except TypeError:  # not weak-referenceable: no tiktoken fast path for it
+        pass
 
-    glm-4-9b-chat's own tokenizer (``ChatGLM4Tokenizer``) encodes with tiktoken; the converted fast
-    tokenizer gives the same ids (tests hold the two to each other) but is several times slower on
-    this vocabulary, so ``glmdata.masks`` encodes with this when it can. ``None`` when the tokenizer
-    was loaded otherwise, when tiktoken is not installed, when tokens were added to the tokenizer
-    since it was loaded, when it is set to split special tokens, when a special token strips the
-    spaces around it, or when one special token begins another: the ids could then differ.
+
+def tiktoken_encoding(tokenizer: Any) -> Any | None:
+    """A tiktoken encoding that gives ``tokenizer``'s ids, or ``None``.
+
+    For glm-4-9b-chat's tiktoken files, their own encoding (``ChatGLM4Tokenizer`` encodes with
+    tiktoken); for a ``tokenizer.json``, one built from its vocabulary when it is a byte-level BPE
+    that tiktoken encodes alike (``_bpe_ranks``: glm-4-9b-chat-hf's, which was converted from those
+    files). The tokenizers library is about half as fast on this vocabulary (tests hold the two to
+    each other), so ``glmdata.masks`` encodes with this when it can. ``None`` when the tokenizer was
+    not loaded by ``load_tokenizer``, when tiktoken is not installed, when tokens were added to the
+    tokenizer since it was loaded, when it is set to split special tokens, when a special token
+    strips the spaces around it, or when one special token begins another: the ids could then differ.
     """
     try:
         source = _TIKTOKEN_SOURCES.get(tokenizer)
@@ -251,23 +276,77 @@ def tiktoken_encoding(tokenizer: Any) -> Any | None:
         except ImportError:
             return None
         try:
-            data = source.model_file.read_bytes()
-            if hashlib.sha256(data).hexdigest() != source.model_sha256:
-                return None  # the file changed since the tokenizer was loaded
-            ranks = {
-                base64.b64decode(token): int(rank)
-                for token, rank in (line.split() for line in data.splitlines() if line.strip())
-            }
-            encoding = tiktoken.Encoding(
+            found = source.ranks()
+            encoding = found is not None and tiktoken.Encoding(
                 name=f"glmdata-{source.key[:12]}",
-                pat_str=source.pattern,
-                mergeable_ranks=ranks,
+                pat_str=found[0],
+                mergeable_ranks=found[1],
                 special_tokens={t["content"]: i for i, t in source.specials},
             )
         except Exception:  # unreadable now, or tiktoken refuses it: use the tokenizer
-            return None
+            encoding = False
         _TIKTOKEN_ENCODINGS[source.key] = encoding
-    return encoding
+    return encoding or None
+
+
+def _tiktoken_ranks(model_file: Path, sha256: str, pattern: str) -> Ranks | None:
+    data = model_file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None  # the file changed since the tokenizer was loaded
+    return pattern, {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in data.splitlines() if line.strip())
+    }
+
+
+def _bpe_ranks(path: Path, sha256: str) -> Ranks | None:
+    """tiktoken's pattern and ranks for the ``tokenizer.json`` at ``path`` when tiktoken encodes it to
+    the same ids, else ``None``: no normalizer; one regex split then bytes (what TikTokenConverter
+    writes); a BPE whose merges are every pair of tokens that makes a token, in the order of the token
+    they make (tiktoken merges by that token's rank, the tokenizers library in the list's order), and
+    a token for a piece found whole (``ignore_merges``). Checking the merges takes about a second; the
+    verdict is kept under ``cache_dir()``."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None
+    spec = jsontext.loads(data)
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+    flags = ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "byte_fallback")
+    if spec.get("normalizer") or model.get("type") != "BPE" or not model.get("ignore_merges"):
+        return None
+    if any(model.get(flag) for flag in flags) or not isinstance(steps, list) or len(steps) != 2:
+        return None
+    split, byte_level = steps
+    pattern = (split.get("pattern") or {}).get("Regex")
+    if split.get("type") != "Split" or split.get("behavior") != "Isolated" or split.get("invert") or not pattern:
+        return None
+    if byte_level.get("type") != "ByteLevel" or byte_level.get("add_prefix_space") or byte_level.get("use_regex"):
+        return None
+    vocab: dict[str, int] = model["vocab"]
+    alphabet = {c: chr(b) for b, c in bytes_to_unicode().items()}
+    if not set("".join(vocab)) <= alphabet.keys() or sorted(vocab.values()) != list(range(len(vocab))):
+        return None
+    verdict = cache_dir() / "tiktoken-equivalent" / sha256
+    known = verdict.read_text() if verdict.is_file() else None
+    if known is None:
+        known = "yes" if _merges_are_ranks(vocab, model.get("merges") or []) else "no"
+        _save_atomically(verdict, lambda tmp: Path(tmp).write_text(known))
+    if known != "yes":
+        return None
+    table = str.maketrans(alphabet)
+    return pattern, {token.translate(table).encode("latin-1"): i for token, i in vocab.items()}
+
+
+def _merges_are_ranks(vocab: dict[str, int], merges: list) -> bool:
+    pairs = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+    made = [vocab.get(a + b, -1) for a, b in pairs]
+    if -1 in made or made != sorted(made):
+        return False
+    known = set(pairs)
+    return all((t[:k], t[k:]) in known for t in vocab for k in range(1, len(t)) if t[:k] in vocab and t[k:] in vocab)
 
 
 def _convert_tiktoken(model_file: Path, pattern: str, specials: list[tuple[int, dict]]) -> Any:
@@ -307,13 +386,14 @@ def _convert_tiktoken(model_file: Path, pattern: str, specials: list[tuple[int, 
     return backend
 
 
-def _save_atomically(backend: Any, target: Path) -> None:
-    # A cache is an optimisation: if it cannot be written (read-only home), carry on without it.
+def _save_atomically(target: Path, write: Callable[[str], Any]) -> None:
+    """``write(temporary path)``, then the file renamed to ``target``. A cache is an optimisation: if it
+    cannot be written (read-only home), carry on without it."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
         os.close(fd)
-        backend.save(tmp)
+        write(tmp)
         os.replace(tmp, target)
     except OSError:
         pass

@@ -470,12 +470,29 @@ def glm4_tiktoken():
 
 
 @pytest.fixture(scope="session")
-def glm4_json(tmp_path_factory, glm4_tiktoken):
-    """The same vocabulary as a tokenizer.json (saved and loaded back): encoded by its tokenizers backend."""
+def glm4_json_dir(tmp_path_factory, glm4_tiktoken):
+    """The same vocabulary saved as a tokenizer.json (the layout of glm-4-9b-chat-hf)."""
     directory = tmp_path_factory.mktemp("glm4-json")
     glm4_tiktoken.save_pretrained(str(directory))
-    tokenizer = load_tokenizer(directory)
-    assert (directory / "tokenizer.json").is_file() and tiktoken_encoding(tokenizer) is None
+    return directory
+
+
+@pytest.fixture(scope="session")
+def glm4_json(glm4_json_dir):
+    """That tokenizer.json loaded by transformers, not by load_tokenizer: encoded by its tokenizers backend."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(glm4_json_dir))
+    assert tiktoken_encoding(tokenizer) is None
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def glm4_json_tiktoken(glm4_json_dir, tmp_path_factory):
+    """That tokenizer.json loaded by load_tokenizer: its byte-level BPE is encoded with tiktoken."""
+    with mock.patch.dict(os.environ, {"GLMDATA_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}):
+        tokenizer = load_tokenizer(glm4_json_dir)
+        assert tiktoken_encoding(tokenizer) is not None
     return tokenizer
 
 
@@ -528,6 +545,53 @@ def test_same_as_whole_text_on_every_sample_row(kind, train_on, every_row, reque
 def test_same_as_whole_text_on_every_shared_row(kind, every_row, request):
     assert len(every_row["shared"]) > 3000
     assert_same_as_whole_text(request.getfixturevalue(kind), every_row["shared"])
+
+
+@pytest.mark.skipif(not SHARED_DATA_FILES, reason="../shared/data not present")
+def test_a_tokenizer_json_encoded_with_tiktoken_gives_its_own_ids_on_every_row(
+    glm4_json, glm4_json_tiktoken, every_row
+):
+    rows = every_row["shared"] + every_row["all"]
+    assert encode_batch(rows, glm4_json_tiktoken) == encode_batch(rows, glm4_json)
+
+
+def test_a_tokenizer_json_encoded_with_tiktoken_gives_its_own_ids_on_any_text(glm4_json, glm4_json_tiktoken):
+    encoding, backend = tiktoken_encoding(glm4_json_tiktoken), glm4_json.backend_tokenizer
+    parts = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+        ["\n", "\n\n", " ", "  ", "'s", "'LL", "12345", "你好", "。", "<|user|>", "[gMASK]", "\t\r\n", "😀", "\u200b"]
+    )
+
+    @given(st.lists(parts, max_size=30).map("".join))
+    @settings(max_examples=300, deadline=None)
+    def check(text):
+        assert encoding.encode(text, allowed_special="all") == backend.encode(text, add_special_tokens=False).ids
+
+    check()
+
+
+@pytest.mark.parametrize("change", ["none", "a merge dropped", "merges reversed", "a normalizer", "a byte fallback"])
+def test_a_tokenizer_json_is_encoded_with_tiktoken_only_when_that_gives_its_ids(change, tiny_tiktoken, tmp_path):
+    tiny_tiktoken.save_pretrained(str(tmp_path / "tokenizer"))
+    path = tmp_path / "tokenizer" / "tokenizer.json"
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    merges = spec["model"]["merges"]
+    assert len(merges) > 4
+    if change == "a merge dropped":
+        del merges[len(merges) // 2]
+    elif change == "merges reversed":
+        merges.reverse()
+    elif change == "a normalizer":
+        spec["normalizer"] = {"type": "NFC"}
+    elif change == "a byte fallback":
+        spec["model"]["byte_fallback"] = True
+    path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    with mock.patch.dict(os.environ, {"GLMDATA_CACHE_DIR": str(tmp_path / "cache")}):
+        for _ in range(2):  # the second time from the verdict kept in the cache
+            tokenizer = load_tokenizer(tmp_path / "tokenizer")
+            assert (tiktoken_encoding(tokenizer) is not None) == (change == "none")
+    rendered = [render_spans(m) for m in (EXAMPLE, [{"role": "user", "content": "hello world 'll 123"}, *EXAMPLE])]
+    expected = [tokenizer(r.text, add_special_tokens=False)["input_ids"] for r in rendered]
+    assert [row["input_ids"] for row in encode_batch(rendered, tokenizer)] == expected
 
 
 def outcome(fn):
