@@ -143,12 +143,12 @@ def _find_surrogate(value: Any, path: str) -> tuple[str, str] | None:
 
 def convert_rows(rows: Iterable[Any], options: Options = Options()) -> Iterator[Result]:
     """Convert parsed rows (dicts) in order, with duplicate detection across them."""
-    return _with_duplicates((convert_row(value, options, index=i) for i, value in enumerate(rows)), options)
+    return _with_duplicates(_keyed(convert_row(value, options, index=i) for i, value in enumerate(rows)), options)
 
 
 def convert_records(records: Iterable[Record], options: Options = Options()) -> Iterator[Result]:
     """Convert rows read by :func:`glmdata.io.read_records`, keeping their positions and bytes."""
-    return _with_duplicates((_convert_record(record, options) for record in records), options)
+    return _with_duplicates(_keyed(_convert_record(record, options) for record in records), options)
 
 
 def _convert_record(record: Record, options: Options) -> Result:
@@ -179,7 +179,7 @@ BATCH = 512
 AHEAD = 3
 
 
-def _in_workers(path: str | os.PathLike, options: Options, workers: int, decode: bool) -> Iterator[Result]:
+def _in_workers(path: str | os.PathLike, options: Options, workers: int, decode: bool) -> Iterator[tuple[Result, int]]:
     """The results of ``path``'s rows converted by a pool of ``workers`` processes, in order.
 
     The batches are read in a thread, so that results that are done are handed on while the next
@@ -294,22 +294,23 @@ def _convert_batch(batch: Lines | list[Record], options: Options) -> tuple[bytes
         result = _convert_record(record, options)
         texts.append(result.encoded)
         issues = [(i.code, i.path, i.message) for i in result.issues]
-        account.append((result.format, len(result.encoded), result.rejected, issues, result.repairs))
+        key = _key(result)
+        account.append((result.format, len(result.encoded), result.rejected, issues, result.repairs, key))
     return b"".join(texts), orjson.dumps(account)
 
 
-def _results(batch: Lines | list[Record], converted: tuple[bytes, bytes], decode: bool) -> Iterator[Result]:
-    """The Results of a batch from what ``_convert_batch`` sent back."""
+def _results(batch: Lines | list[Record], converted: tuple[bytes, bytes], decode: bool) -> Iterator[tuple[Result, int]]:
+    """The Results of a batch, with their digests, from what ``_convert_batch`` sent back."""
     texts, account = converted
     start = 0
-    for record, (fmt, size, rejected, issues, repairs) in zip(_records(batch), orjson.loads(account), strict=True):
+    for record, (fmt, size, rejected, issues, repairs, key) in zip(_records(batch), orjson.loads(account), strict=True):
         encoded = texts[start : start + size]
         start += size
         result = Result(record.index, record.line, record.raw, fmt, None, encoded,
                         [Issue(*issue) for issue in issues], [tuple(repair) for repair in repairs], rejected)  # fmt: skip
         if decode and encoded:
             result.row = orjson.loads(encoded)
-        yield result
+        yield result, key
 
 
 def _worker_started(parent: int) -> None:
@@ -379,12 +380,22 @@ class _Seen:
                 keys[slot], rows[slot] = key, row
 
 
-def _with_duplicates(results: Iterator[Result], options: Options) -> Iterator[Result]:
-    """Mark exact duplicates (same converted bytes) of an earlier kept row, in this process."""
+def _key(result: Result) -> int:
+    """The digest by which a kept row is compared with earlier ones (0: a rejected row, not compared)."""
+    return digest(result.encoded) if result.encoded and not result.rejected else 0
+
+
+def _keyed(results: Iterable[Result]) -> Iterator[tuple[Result, int]]:
+    return ((result, _key(result)) for result in results)
+
+
+def _with_duplicates(results: Iterator[tuple[Result, int]], options: Options) -> Iterator[Result]:
+    """Mark exact duplicates (same converted bytes) of an earlier kept row, in this process; the
+    digests come with the results (from the workers, which have the bytes at hand)."""
     seen = _Seen()
-    for result in results:
-        if result.encoded and not result.rejected:
-            first = seen.first(digest(result.encoded), result.index)
+    for result, key in results:
+        if key:
+            first = seen.first(key, result.index)
             if first != result.index:
                 result.duplicate_of = first
                 if options.dedupe:
