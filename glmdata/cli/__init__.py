@@ -7,8 +7,8 @@ from __future__ import annotations
 import signal
 import sys
 
-from glmdata.cli import convert, install_template, render, schema, split, stats, validate
-from glmdata.cli.common import Terminated, app, err, install_signal_handlers
+from glmdata.cli import convert, install_template, render, schema, split, stats, tokenize, validate
+from glmdata.cli.common import Terminated, app, err, install_signal_handlers, open_std_streams
 
 __all__ = ["app", "main"]
 
@@ -20,10 +20,12 @@ app.command()(render.render)
 app.command("install-template")(install_template.install_template)
 app.command()(stats.stats)
 app.command()(split.split)
+app.command()(tokenize.tokenize)
 
 
 def main() -> None:
     """Console-script entry point."""
+    open_std_streams()
     install_signal_handlers()
     try:
         app()
