@@ -6,6 +6,7 @@ outputs agree, the ratios against their targets (``passed`` None: reported, no t
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -229,11 +230,23 @@ def tokenize(ctx: Context) -> dict[str, Any]:
 # --- 2. raw Glaive file to token ids and labels: the tutorial vs glmdata -------------------------
 
 
+def _jsonl_rows(path: Path) -> list[tuple[list[int], list[int]]]:
+    with open(path, "rb") as f:
+        return [(row["input_ids"], row["labels"]) for row in map(json.loads, f)]
+
+
+def _parquet_rows(path: Path) -> list[tuple[list[int], list[int]]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["input_ids", "labels"])
+    return list(zip(table.column("input_ids").to_pylist(), table.column("labels").to_pylist()))
+
+
 def pipeline(ctx: Context) -> dict[str, Any]:
     n = ctx.rows
     src = str(ctx.data.json_array)
     timers = {}
-    outputs: dict[str, dict[str, Path]] = {"tutorial": {}, "tutorial batched": {}, "glmdata": {}}
+    outputs: dict[str, dict[str, Path]] = {"tutorial": {}, "tutorial batched": {}, "glmdata": {}, "parquet": {}}
     for kind, directory in ctx.tokenizers.items():
         slug = _slug(kind)
         outputs["tutorial"][kind] = ctx.work / f"tutorial-{slug}.jsonl"
@@ -247,6 +260,11 @@ def pipeline(ctx: Context) -> dict[str, Any]:
         timers[f"glmdata {kind}"] = _command_timer(
             [*glmdata_command(), "convert", src, "-o", str(messages), "-q"],
             [PYTHON, "-m", "bench.tokenize_file", str(messages), str(outputs["glmdata"][kind]), str(directory)],
+        )
+        outputs["parquet"][kind] = ctx.work / f"glmdata-{slug}.parquet"
+        tokenize = ["tokenize", str(messages), "--tokenizer", str(directory), "-o", str(outputs["parquet"][kind])]
+        timers[f"glmdata tokenize {kind}"] = _command_timer(
+            [*glmdata_command(), "convert", src, "-o", str(messages), "-q"], [*glmdata_command(), *tokenize, "-q"]
         )
     passes = min(ctx.repeats, 3)
     s = interleaved(timers, passes, log=ctx.log)
@@ -270,8 +288,19 @@ def pipeline(ctx: Context) -> dict[str, Any]:
             n,
             s[f"glmdata {kind}"].seconds,
         )
-        contenders += [tutorial, batched, ours]
+        command = _samples(
+            f"`glmdata convert` then `glmdata tokenize` (Parquet), {kind}",
+            "whole processes",
+            n,
+            s[f"glmdata tokenize {kind}"].seconds,
+        )
+        contenders += [tutorial, batched, ours, command]
         ratios.append(speedup(f"speed-up of glmdata over the tutorial, {kind}", "whole processes", tutorial, ours, 3))
+        ratios.append(
+            speedup(
+                f"speed-up of glmdata's commands over the tutorial, {kind}", "whole processes", tutorial, command, 3
+            )
+        )
         ratios.append(
             speedup(f"speed-up of glmdata over the tutorial batched, {kind}", "whole processes", batched, ours)
         )
@@ -286,6 +315,10 @@ def pipeline(ctx: Context) -> dict[str, Any]:
             {
                 "ok": _same_bytes(*outputs["glmdata"].values()),
                 "label": "glmdata: the same ids and labels with both kinds of tokenizer",
+            },
+            {
+                "ok": all(_parquet_rows(outputs["parquet"][k]) == _jsonl_rows(outputs["glmdata"][k]) for k in kinds),
+                "label": "glmdata tokenize: the same ids and labels as glmdata.masks.tokenize_batch, both kinds",
             },
             {
                 "ok": _same_bytes(*outputs["tutorial"].values(), *outputs["tutorial batched"].values()),
