@@ -7,6 +7,7 @@ rejected row can be kept exactly as it was and reported where it is.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 from typing import IO, Any
 
 import orjson
@@ -28,6 +30,16 @@ from glmdata.jsontext import compact, may_hold_long_number
 CHUNK = 1 << 20
 _WS = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
+# UTF-32 first: its little-endian mark starts with UTF-16's
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32 LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32 BE"),
+    (b"\xff\xfe", "UTF-16 LE"),
+    (b"\xfe\xff", "UTF-16 BE"),
+)
+
+
+_CLOSED_STDIN = "stdin is closed; give the data as a file, or pipe it in (glmdata convert - < FILE)"
 
 
 class InputError(Exception):
@@ -54,7 +66,7 @@ def read_records(path: str | os.PathLike, *, parse: bool = True) -> Iterator[Rec
     ``parse=False`` leaves the rows of JSON text unparsed (``value`` and ``error`` None), for
     callers that parse ``raw`` elsewhere (the worker processes of ``convert_file(..., workers=N)``)."""
     with _open(path) as stream:
-        layout, stream = _layout(stream)
+        layout, stream = _layout(stream, path)
         if layout == "jsonl":
             yield from _line_records(stream, 1, 0, parse)
         else:
@@ -67,7 +79,7 @@ def read_blocks(path: str | os.PathLike, size: int = CHUNK) -> Iterator[Lines | 
     processes of ``convert --workers N``); from a pipe, a block as soon as whole lines are there.
     Other layouts come as unparsed records."""
     with _open(path) as stream:
-        layout, stream = _layout(stream)
+        layout, stream = _layout(stream, path)
         if layout == "jsonl":
             yield from _blocks(stream, size, may_wait=_may_wait(path))
         else:
@@ -84,17 +96,33 @@ def _may_wait(path: str | os.PathLike) -> bool:
         return True
 
 
-def _layout(stream: io.BufferedReader) -> tuple[str | Record, io.BufferedReader]:
+def _layout(stream: io.BufferedReader, path: str | os.PathLike) -> tuple[str | Record, io.BufferedReader]:
     """``"jsonl"``, ``"array"`` or ``"parquet"``, or, for a compressed stream cut short at once, the
-    one record that says so; and the stream to read from."""
+    one record that says so; and the stream to read from. UTF-16 or UTF-32 text is an InputError."""
     try:
         head = stream.peek(4)[:4]
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         return _cut_short(0, exc), stream
     if head.startswith(b"PAR1"):
         return "parquet", stream
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            raise InputError(_wide_text(path, encoding, isinstance(stream.raw, _Gunzip)))
     first, stream = _first_byte(stream)
     return ("array" if first == b"[" else "jsonl"), stream
+
+
+def _wide_text(path: str | os.PathLike, encoding: str, packed: bool) -> str:
+    """The error for UTF-16 or UTF-32 text, with the command that re-encodes it."""
+    name = "IN" if str(path) == "-" else str(path)
+    plain = Path(name[:-3] if packed and name.endswith(".gz") else name)
+    out = "OUT" if name == "IN" else plain.with_name(f"{plain.stem}.utf8{plain.suffix}")
+    iconv = f"iconv -f {encoding[:6]} -t UTF-8"
+    fix = f"gunzip -c {quote(name)} | {iconv}" if packed else f"{iconv} {quote(name)}"
+    return (
+        f"{'stdin' if name == 'IN' else name} is {encoding} text (it starts with that byte-order mark), and "
+        f"glmdata reads UTF-8: re-encode it, e.g. {fix} > {quote(str(out))}"
+    )
 
 
 def _not_jsonl(
@@ -111,6 +139,8 @@ def _not_jsonl(
 @contextmanager
 def _open(path: str | os.PathLike) -> Iterator[io.BufferedReader]:
     if str(path) == "-":
+        if sys.stdin is None:
+            raise InputError(_CLOSED_STDIN)
         stream: IO[bytes] = sys.stdin.buffer
     else:
         p = Path(path)
@@ -124,7 +154,13 @@ def _open(path: str | os.PathLike) -> Iterator[io.BufferedReader]:
             raise InputError(f"{p}: cannot open ({exc.strerror})") from None
     try:
         reader: io.BufferedReader = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
-        if reader.peek(2)[:2] == b"\x1f\x8b":
+        try:
+            head = reader.peek(4)[:4]
+        except OSError as exc:
+            if str(path) == "-" and exc.errno == errno.EBADF:
+                raise InputError(_CLOSED_STDIN) from None
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        if head[:2] == b"\x1f\x8b":
             reader = io.BufferedReader(_Gunzip(gzip.GzipFile(fileobj=reader)), CHUNK)
         yield reader
     finally:
@@ -446,8 +482,10 @@ def _json_array(stream: io.BufferedReader, parse: bool) -> Iterator[Record]:
         if pos >= len(scan.buf):
             yield _not_closed(scan, pos, index)
             return
-        if scan.buf[pos] == 0x5D and index == 0:  # empty array
-            yield from _after_array(scan, pos + 1, index)
+        if scan.buf[pos] == 0x5D:  # an empty array, or a comma before the bracket
+            if index:
+                yield _trailing_comma(scan, pos, index)
+            yield from _after_array(scan, pos + 1, index + (index > 0))
             return
         start, line = pos, scan.line_at(pos)
         end = scan.value_end(start)
@@ -475,6 +513,13 @@ def _json_array(stream: io.BufferedReader, parse: bool) -> Iterator[Record]:
             yield Record(index, line, scan.buf[pos : pos + 80], None, Issue("invalid-json", "file", message))
             return
         pos = scan.compact(pos + 1)
+
+
+def _trailing_comma(scan: _ArrayScanner, pos: int, index: int) -> Record:
+    comma = scan.buf.rfind(b",", 0, pos)  # -1: compacted away, right before buf[0], on its line
+    line = scan.line_at(max(comma, 0))
+    message = f"trailing comma after row {index - 1} at line {line}: JSON allows no ',' before ']'; remove it"
+    return Record(index, line, b",", None, Issue("invalid-json", "file", message))
 
 
 def _not_closed(scan: _ArrayScanner, pos: int, index: int) -> Record:

@@ -345,15 +345,21 @@ def _print_histogram(stats: Stats, console: Any) -> None:
         )
 
 
-def plot(stats: Stats, path: str) -> None:
-    """Write the length histogram, with the ``--max-length`` line, as a PNG (needs matplotlib)."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, drawing to files; an ImportError that says how to install it."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ImportError("--plot needs matplotlib: pip install 'glmdata[plot]'") from exc
+        raise ImportError('--plot needs matplotlib, which is not installed: pip install -e ".[plot]"') from exc
+    return plt
+
+
+def plot(stats: Stats, path: str) -> None:
+    """Write the length histogram, with the ``--max-length`` line, as a PNG (needs matplotlib)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     ax.hist(list(stats.lengths), bins=min(60, max(10, len(stats.lengths) // 10)), color="#4878d0", edgecolor="white")
     if stats.max_length is not None:

@@ -27,6 +27,8 @@ SCRIPT = Path(sys.executable).with_name("glmdata")
 GOOD = chat_row("hello", "hi, how can I help?")
 GOOD_LINE = json.dumps(GOOD, ensure_ascii=False)
 GOOD_OUT = json.dumps(GOOD, ensure_ascii=False, separators=(",", ":")) + "\n"
+BYE = chat_row("bye", "hi, how can I help?")
+BYE_LINE = json.dumps(BYE, ensure_ascii=False)
 
 
 @pytest.fixture(autouse=True)
@@ -134,6 +136,62 @@ def test_bom_and_crlf_are_transparent(data: str) -> None:
     assert Path("out.jsonl").read_text(encoding="utf-8") == GOOD_OUT + GOOD_OUT.replace("hello", "bye")
     assert "out.rejects.jsonl" not in files() and "\r" not in Path("out.jsonl").read_text(encoding="utf-8")
     assert "2 rows in = 2 out + 0 rejected" in result.stderr
+
+
+WIDE = {"UTF-16 LE": "utf-16-le", "UTF-16 BE": "utf-16-be", "UTF-32 LE": "utf-32-le", "UTF-32 BE": "utf-32-be"}
+
+
+@pytest.mark.parametrize("encoding", WIDE)
+@pytest.mark.parametrize("container", ["jsonl", "json"])
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_utf16_and_utf32_files_are_one_error_with_the_fix(encoding: str, container: str, packed: bool) -> None:
+    """Recognised by the byte-order mark: one I/O error saying how to re-encode, not a junk row per line."""
+    text = "\ufeff" + (f"{GOOD_LINE}\n" * 3 if container == "jsonl" else f"[{GOOD_LINE},\n{GOOD_LINE}]")
+    data = text.encode(WIDE[encoding])
+    name = f"in.{container}.gz" if packed else f"in.{container}"
+    write(name, gzip.compress(data) if packed else data)
+    iconv = f"iconv -f {encoding[:6]} -t UTF-8"
+    fix = f"gunzip -c {name} | {iconv} > in.utf8.{container}" if packed else f"{iconv} {name} > in.utf8.{container}"
+    for command in (["convert", name, "-o", "out.jsonl"], ["validate", name], ["render", name], ["stats", name]):
+        assert error_line(run(*command, code=2)) == (
+            f"error: {name} is {encoding} text (it starts with that byte-order mark), and glmdata reads UTF-8: "
+            f"re-encode it, e.g. {fix}"
+        )
+    assert files() == {name}
+    line = error_line(run("validate", "-", code=2, stdin=data))
+    assert line.startswith(f"error: stdin is {encoding} text") and line.endswith(f"{iconv} IN > OUT")
+    write(name, data.decode(encoding[:6].lower()).encode())  # what the fix does: UTF-8 without a BOM
+    run("convert", name, "-o", "out.jsonl", code=0)
+    assert read_jsonl(Path("out.jsonl")) == [GOOD] * (3 if container == "jsonl" else 2)
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (f"[{GOOD_LINE}, {BYE_LINE},]", 1),
+        (f"[\n{GOOD_LINE},\n{BYE_LINE},\n]\n", 3),
+        (f"[\r\n  {GOOD_LINE},\r\n  {BYE_LINE} ,  \r\n\r\n  ]", 3),
+    ],
+    ids=["one-line", "comma-then-newline", "crlf-spaces"],
+)
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_trailing_comma_in_a_json_array(data: str, line: int, packed: bool) -> None:
+    name = "in.json.gz" if packed else "in.json"
+    write(name, gzip.compress(data.encode()) if packed else data)
+    result = run("convert", name, "-o", "out.jsonl", code=1)
+    assert read_jsonl(Path("out.jsonl")) == [GOOD, BYE]  # every complete row before it
+    [record] = rejects()
+    assert (record["index"], record["line"], record["raw"], record["errors"][0]["code"]) == (
+        2,
+        line,
+        ",",
+        "invalid-json",
+    )
+    assert findings(result.stderr) == [
+        f"{name}:{line} row 2 file: trailing comma after row 1 at line {line}: JSON allows no ',' before ']'; "
+        "remove it (invalid-json; fix: fix the JSON syntax on that line (a JSONL file holds one JSON object per line))"
+    ]
+    assert "3 rows in = 2 out + 1 rejected" in result.stderr
 
 
 def test_nul_bytes() -> None:
@@ -677,6 +735,71 @@ def test_broken_pipe_stops_quietly() -> None:
     proc.stdout.close()
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and stderr == b"", stderr
+
+
+# ---------------------------------------------------------------------------------- closed streams
+
+STDOUT_CLOSED = "error: stdout is closed, so the output has nowhere to go; redirect it (> FILE, | less)"
+STDIN_CLOSED = "error: stdin is closed; give the data as a file, or pipe it in (glmdata convert - < FILE)"
+
+
+def shell(command: str) -> subprocess.CompletedProcess:
+    """``glmdata COMMAND`` run by bash, whose redirections close standard streams (``>&-``, ``<&-``)
+    or open them the wrong way round (``1</dev/null``: writing fails with EBADF)."""
+    return subprocess.run(["bash", "-c", f'"$0" {command}', str(SCRIPT)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "convert in.jsonl -o - -q >&-",
+        "convert in.jsonl -o - -q 1</dev/null",
+        "convert in.jsonl -o - --rejects bad.jsonl -q >&-",
+        "convert in.jsonl -o - -q -j 2 >&-",
+        "convert in.jsonl -o out.jsonl --json -q >&-",
+        "convert in.jsonl -o out.jsonl --rejects - -q >&-",
+        "validate --json -q in.jsonl >&-",
+        "validate --json -q in.jsonl 1</dev/null",
+        "render in.jsonl --row 0 >&-",
+        "render in.jsonl --row 0 --raw >&-",
+        "render in.jsonl --all >&-",
+        "stats --json in.jsonl >&-",
+        "stats --json in.jsonl 1</dev/null",
+        "convert --help >&-",
+    ],
+)
+def test_a_closed_stdout_is_one_error_not_lost_output(command: str) -> None:
+    write("in.jsonl", (GOOD_LINE + "\n") * 3 + "not json\n")
+    done = shell(command)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.splitlines()[-1] == STDOUT_CLOSED and done.stderr.count("error:") == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert files() == {"in.jsonl"}  # and no rejects file either: nothing was converted
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "convert - -o out.jsonl <&-",
+        "convert - -o out.jsonl 0>/dev/null",
+        "convert - -o out.jsonl -j 2 <&-",
+        "validate - <&-",
+        "render - <&-",
+        "stats - <&-",
+    ],
+)
+def test_a_closed_stdin_is_one_error(command: str) -> None:
+    done = shell(command)
+    assert (done.returncode, done.stderr) == (2, STDIN_CLOSED + "\n")
+    assert files() == set()
+
+
+def test_closed_streams_a_command_does_not_use_do_not_matter() -> None:
+    write("in.jsonl", (GOOD_LINE + "\n") * 3)
+    done = shell("convert in.jsonl -o out.jsonl -q >&- <&-")
+    assert (done.returncode, done.stderr) == (0, "") and Path("out.jsonl").read_text(encoding="utf-8") == GOOD_OUT * 3
+    done = shell("stats in.jsonl >&- <&-")
+    assert done.returncode == 0 and "3 rows" in done.stderr, done.stderr
 
 
 # ---------------------------------------------------------------------------------- reader bugs

@@ -157,6 +157,30 @@ def test_json_array_bad_element_is_one_rejected_row(tmp_path: Path) -> None:
     assert got[2].raw == b'{"c": "\xff\xfe"}'
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_json_array_trailing_comma_is_one_record_at_its_line(tmp_path: Path, monkeypatch, chunk: int, indent) -> None:
+    """Also where the buffer was compacted past the comma (small chunks)."""
+    monkeypatch.setattr(gio, "CHUNK", chunk)
+    data = as_array(TRICKY_ROWS, indent)[:-1].rstrip() + b",\n\n  ]\n"
+    path = tmp_path / "rows.json"
+    path.write_bytes(data)
+    got = records(path)
+    assert [(i, line, raw, value) for i, line, raw, value, _ in got[:-1]] == oracle_array(data)
+    line = data[: data.rindex(b",")].count(b"\n") + 1
+    last = len(TRICKY_ROWS) - 1
+    message = f"trailing comma after row {last} at line {line}: JSON allows no ',' before ']'; remove it"
+    assert got[-1] == (len(TRICKY_ROWS), line, b",", None, gio.Issue("invalid-json", "file", message))
+
+
+def test_json_array_trailing_comma_then_more_data(tmp_path: Path) -> None:
+    path = tmp_path / "rows.json"
+    path.write_bytes(b'[{"a": 1},\n]\n{"b": 2}\n')
+    got = records(path)
+    assert [(i, line, raw) for i, line, raw, *_ in got] == [(0, 1, b'{"a": 1}'), (1, 1, b","), (2, 3, b'{"b": 2}\n')]
+    assert "trailing comma" in got[1][4].message and "goes on after the JSON array" in got[2][4].message
+
+
 # ---------------------------------------------------------------------------------------- JSONL
 
 
@@ -309,6 +333,45 @@ def test_missing_file_and_directory_raise_input_error(tmp_path: Path) -> None:
         list(read_records(tmp_path / "nope.json"))
     with pytest.raises(InputError, match="is a directory"):
         list(read_records(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("codec", "encoding"),
+    [("utf-16-le", "UTF-16 LE"), ("utf-16-be", "UTF-16 BE"), ("utf-32-le", "UTF-32 LE"), ("utf-32-be", "UTF-32 BE")],
+)
+@pytest.mark.parametrize("layout", ["jsonl", "array"])
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_utf16_and_utf32_raise_input_error_once(
+    tmp_path: Path, monkeypatch, codec: str, encoding: str, layout: str, packed: bool
+) -> None:
+    text = "\ufeff" + ('{"a": 1}\n{"a": 2}\n' if layout == "jsonl" else '[{"a": 1},\n{"a": 2}]')
+    data = text.encode(codec)
+    data = gzip.compress(data) if packed else data
+    path = tmp_path / "rows.data"
+    path.write_bytes(data)
+    for read in (read_records, gio.read_blocks):
+        with pytest.raises(InputError, match=f"^{path} is {encoding} text .* e.g. .*iconv -f {encoding[:6]} -t UTF-8"):
+            list(read(path))
+    monkeypatch.setattr(sys, "stdin", _Stdin(data))
+    with pytest.raises(InputError, match=f"^stdin is {encoding} text"):
+        list(read_records("-"))
+
+
+def test_a_closed_stdin_raises_input_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "stdin", None)  # Python's stdin when started with fd 0 closed
+    with pytest.raises(InputError, match="^stdin is closed; give the data as a file, or pipe it in"):
+        list(read_records("-"))
+    fd = os.open(tmp_path / "w", os.O_WRONLY | os.O_CREAT)  # open, but not for reading: EBADF
+    with open(fd, encoding="utf-8") as write_only:
+        monkeypatch.setattr(sys, "stdin", write_only)
+        with pytest.raises(InputError, match="^stdin is closed"):
+            list(gio.read_blocks("-"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_file_that_fails_at_its_first_read_raises_input_error() -> None:
+    with pytest.raises(InputError, match=r"^/proc/self/mem: cannot read \(Input/output error\)$"):
+        list(read_records("/proc/self/mem"))
 
 
 # ---------------------------------------------------------------------------------------- writing

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,6 +128,29 @@ def test_cli_json_and_plot(handmade: Path, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["truncation"]["max_length"] == 30 and data["unit"] == "characters"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+
+
+PLOT_HINT = '--plot needs matplotlib, which is not installed: pip install -e ".[plot]"'
+
+
+def test_cli_plot_without_matplotlib_stops_before_reading(handmade: Path, tmp_path: Path, monkeypatch) -> None:
+    import glmdata.stats
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    monkeypatch.setattr(glmdata.stats, "compute", lambda *a, **k: pytest.fail("the data was read"))
+    png = tmp_path / "h.png"
+    result = CliRunner().invoke(app, ["stats", str(handmade), "--json", "--plot", str(png)])
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {PLOT_HINT}\n")
+    assert not png.exists()
+    assert 'pip install -e ".[plot]"' in (DATA.parent / "README.md").read_text(encoding="utf-8")  # the same hint
+
+
+def test_console_plot_without_matplotlib_stops_before_reading(tmp_path: Path) -> None:
+    """As the installed command: a missing input is not even looked at (reading it would say so)."""
+    code = "import sys; sys.modules['matplotlib'] = None; from glmdata.cli import main; main()"
+    argv = ["stats", str(tmp_path / "missing.jsonl"), "--plot", str(tmp_path / "h.png")]
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: {PLOT_HINT}\n")
 
 
 def test_cli_table_says_characters_without_tokenizer() -> None:

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from glmdata.cli import convert, install_template, render, schema, split, stats, tokenize, validate
-from glmdata.cli.common import Terminated, app, err, install_signal_handlers, open_std_streams
+from glmdata.cli.common import Terminated, app, err, install_signal_handlers, open_std_streams, stdout_closed
 
 __all__ = ["app", "main"]
 
@@ -32,3 +32,7 @@ def main() -> None:
     except KeyboardInterrupt as exc:  # pragma: no cover - raised outside a command body
         err.print("[red]interrupted[/]")
         sys.exit(128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT))
+    except OSError as exc:  # raised outside a command body: --help to a closed stdout
+        if not stdout_closed(exc):
+            raise
+        sys.exit(2)

@@ -175,13 +175,18 @@ def tokenizer_at(path: str) -> Any:
 # ---------------------------------------------------------------------------------- errors and exit codes
 
 
-def run(body: Callable[[], int | None]) -> None:
+def run(body: Callable[[], int | None], stdout: bool = False) -> None:
     """Run a command body, turning user errors into one line and the right exit code. Option
-    checks that can fail belong inside ``body``, so that they get the same treatment."""
+    checks that can fail belong inside ``body``, so that they get the same treatment. A command
+    that will write to ``stdout`` stops first when stdout is closed, before any work."""
     from glmdata.io import InputError
 
     try:
+        if stdout and _stdout_is_closed():
+            raise UserError(STDOUT_CLOSED)
         code = body()
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, not at exit, so that a stdout that cannot be written is an error
     except (UserError, InputError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         if DEBUG["on"]:
@@ -192,6 +197,8 @@ def run(body: Callable[[], int | None]) -> None:
         _silence_stdout()
         raise typer.Exit(128 + 13) from None  # 13: SIGPIPE
     except OSError as exc:
+        if stdout_closed(exc):
+            raise typer.Exit(2) from None
         where = f"{exc.filename}: " if exc.filename else ""
         fix = "; free some space or write elsewhere" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         err.print(f"[red]error:[/] {escape(where + (exc.strerror or str(exc)))}{fix} (no output file was written)")
@@ -212,6 +219,46 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # not a real file (tests' runner)
         pass
+
+
+STDOUT_CLOSED = "stdout is closed, so the output has nowhere to go; redirect it (> FILE, | less)"
+
+
+def _stdout_is_closed() -> bool:
+    """Closed (``>&-``, which :func:`open_std_streams` reopens read-only) or open only for reading."""
+    import fcntl
+
+    if sys.stdout is None:
+        return True
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file descriptor (tests' runner)
+        return False
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    except OSError:
+        return True
+
+
+def stdout_closed(exc: OSError) -> bool:
+    """Is ``exc`` the failure to write to a closed stdout? If so, say so in one line."""
+    if exc.errno != errno.EBADF or exc.filename or not _stdout_is_closed():
+        return False
+    _silence_stdout()
+    err.print(f"[red]error:[/] {STDOUT_CLOSED}")
+    return True
+
+
+def open_std_streams() -> None:
+    """A stdin or stdout the caller closed (``<&-``, ``>&-``) is opened on /dev/null the wrong way
+    round, so that reading or writing it fails (EBADF) into a one-line error instead of Python's
+    ``None`` stream, and no file opened later takes its descriptor (and its prints)."""
+    for fd, mode, name in ((0, os.O_WRONLY, "stdin"), (1, os.O_RDONLY, "stdout")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, mode)  # takes the lowest free descriptor: ``fd``
+            setattr(sys, name, open(fd, "w" if fd else "r", encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 _MAIN_PID = {"pid": -1}

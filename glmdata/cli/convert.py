@@ -53,7 +53,8 @@ def convert(
             as_json,
             quiet,
             workers,
-        )
+        ),
+        stdout="-" in (output, rejects) or as_json,
     )
 
 

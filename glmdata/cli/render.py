@@ -107,7 +107,7 @@ def render(
             return compare_templates(selection, ours, check_template)
         return render_rows(selection, ours, raw, generation_prompt, train, tokens, tokenizer, max_length)
 
-    common.run(body)
+    common.run(body, stdout=check_template is None)
 
 
 class Selection:

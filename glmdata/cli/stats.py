@@ -50,7 +50,8 @@ def stats(
             template,
             common.conversion_options(from_format, call_style),
             as_json,
-        )
+        ),
+        stdout=as_json,
     )
 
 
@@ -66,11 +67,16 @@ def dataset_stats(
 ) -> int:
     """Compute and print the statistics of ``file``; exit 1 when rows are rejected or there are none."""
     from glmdata.render import TemplateError
-    from glmdata.stats import compute, plot, print_stats
+    from glmdata.stats import compute, plot, print_stats, pyplot
 
     train = common.checked_train_on(train_on)
     common.check_max_length(max_length)
     common.check_paths(file, plot_path)
+    if plot_path is not None:
+        try:
+            pyplot()  # before any work: a missing matplotlib should not cost a pass over the data
+        except ImportError as exc:
+            raise common.UserError(str(exc)) from None
     tokenizer = common.tokenizer_at(tokenizer_path) if tokenizer_path else None
     chat = common.chat_template(template)
     try:
@@ -84,10 +90,7 @@ def dataset_stats(
     else:
         print_stats(result, common.err)
     if plot_path is not None:
-        try:
-            plot(result, str(plot_path))
-        except ImportError as exc:
-            raise common.UserError(str(exc)) from None
+        plot(result, str(plot_path))
         common.err.print(escape(f"wrote {plot_path}"))
     if result.report.rows_in == 0:
         common.err.print(f"[red]{escape(file)}: no rows found[/]")

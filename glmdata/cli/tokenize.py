@@ -54,7 +54,7 @@ def tokenize(
         except (TemplateError, ImportError) as exc:
             raise common.UserError(str(exc)) from None
 
-    common.run(body)
+    common.run(body, stdout=as_json)
 
 
 def tokenize_dataset(

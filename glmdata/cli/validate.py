@@ -34,7 +34,8 @@ def validate(
             as_json,
             quiet,
             workers,
-        )
+        ),
+        stdout=as_json,
     )
 
 
