@@ -20,7 +20,7 @@ class MessagesBuilder:
     ``calls`` maps the index (in the built row) of each native tool call to its arguments object,
     parsed once here and kept for the checks, which need not parse the content again."""
 
-    __slots__ = ("call_style", "calls", "fx", "messages", "tools", "tools_path")
+    __slots__ = ("call_style", "calls", "emptied", "fx", "messages", "tools", "tools_path")
 
     def __init__(self, fx: Fixer, call_style: str = "native"):
         self.fx = fx
@@ -29,6 +29,8 @@ class MessagesBuilder:
         self.tools: list[ToolDict] | None = None
         self.tools_path = ""
         self.calls: dict[int, dict[str, Any]] = {}
+        #: (index of the message it comes with, path) of each message's tools found empty
+        self.emptied: list[tuple[int, str]] = []
 
     def add(
         self, role: str, content: str, *, loss: bool | None = None, metadata: str | None = None, path: str | None = None
@@ -79,8 +81,13 @@ class MessagesBuilder:
         self.call(value["name"], call_arguments(arguments, self.fx, f"{path}.arguments"), loss=loss)
 
     def add_tools(self, tools: list[ToolDict] | None, path: str) -> None:
-        """Declare tools for the row (merged by name when declared more than once)."""
+        """Declare tools for the row. A tool declared again, identically, is left out (the
+        ``duplicate-tools`` repair); one declared again otherwise is kept, for the checks to tell.
+        None for a message's tools (``path`` "messages[i].tools"): they were empty (the caller
+        says ``empty-tools``), and the message may have carried only them."""
         if not tools:
+            if path.endswith("].tools"):
+                self.emptied.append((len(self.messages), path))
             return
         if self.tools is None:
             self.tools, self.tools_path = [], path
@@ -88,15 +95,26 @@ class MessagesBuilder:
             self.tools.extend(tools)  # distinct names: no two are the same tool
             return
         seen = {canonical(t) for t in self.tools}
-        for tool in tools:
+        for k, tool in enumerate(tools):
             key = canonical(tool)
-            if key not in seen:
+            if key in seen:
+                what = f"tool {_tool_name(tool)!r} is declared again, identically"
+                self.fx.apply("duplicate-tools", f"{path}[{k}]", what)
+            else:
                 seen.add(key)
                 self.tools.append(tool)
 
     def build(self) -> MessagesRow:
-        """The finished row. Tools go on the first system message, created with empty content if none."""
+        """The finished row. A system message with empty content whose tools were empty goes
+        (it carried only them: the ``empty-tools`` repair). Tools go on the first system message,
+        created with empty content if none."""
         messages = self.messages
+        for i, path in reversed(self.emptied):
+            if i < len(messages) and messages[i]["role"] == "system" and messages[i]["content"] == "":
+                where = path[: -len(".tools")]
+                self.fx.apply("empty-tools", where, "system message with empty content only carried empty tools")
+                del messages[i]
+                self.calls = {k - (k > i): arguments for k, arguments in self.calls.items()}
         if self.tools:
             if messages and messages[0]["role"] == "system":
                 first = messages[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
@@ -44,7 +45,7 @@ WHITESPACE_MIN_CHARS = 1_000
 WHITESPACE_SHARE = 0.5
 
 
-_ROLE, _CONTENT = itemgetter("role"), itemgetter("content")
+_ROLE, _CONTENT, _HEAD = itemgetter("role"), itemgetter("content"), itemgetter(slice(1))
 
 
 def tool_call(message: MessageDict) -> tuple[str, Any, str] | None:
@@ -100,8 +101,8 @@ class _Row:
         self.contents = contents = list(map(_CONTENT, messages))
         #: (message index, tool index, function, its parameters' schema) of each function tool
         self.declared: list[tuple[int, int, FunctionDict, toolschema.ToolSchema]] = []
-        #: name -> (function, its parameters' schema); a name declared twice: the last declaration
-        self.tools: dict[str, tuple[FunctionDict, toolschema.ToolSchema]] = {}
+        #: name -> (function, its parameters' schema); None for a name declared twice, differently
+        self.tools: dict[str, tuple[FunctionDict, toolschema.ToolSchema] | None] = {}
         #: message index -> the call it makes: (name, parsed arguments or None, native?, why the
         #: arguments of a native call are not JSON or None)
         self.calls: dict[int, tuple[str, Any, bool, str | None]] = {}
@@ -158,6 +159,25 @@ def _not_json(constant: str) -> Any:
 # ---------------------------------------------------------------------------------------- tools
 
 
+def _duplicate_tool_name(row: _Row) -> None:
+    """One name declared twice, differently (identical copies are merged by the builder): the
+    template renders both, and the model learns an ambiguous declaration. Calls to it are not
+    checked against either: which one they mean is what is ambiguous."""
+    if len(row.tools) == len(row.declared):
+        return
+    first: dict[str, tuple[str, FunctionDict]] = {}
+    for i, k, function, _ in row.declared:
+        path, name = f"messages[{i}].tools[{k}]", function["name"]
+        if name not in first:
+            first[name] = path, function
+            continue
+        where, other = first[name]
+        row.tools[name] = None
+        differ = [key for key in dict.fromkeys([*other, *function]) if other.get(key) != function.get(key)]
+        what = f"tool {name!r} is declared again, differing in {', '.join(differ) or 'JSON types'} (first at {where})"
+        row.add(i, "duplicate-tool-name", path, what)
+
+
 def _invalid_tool_schema(row: _Row) -> None:
     for i, k, function, schema in row.declared:
         if schema.problem is not None:
@@ -207,16 +227,33 @@ def _system_position(row: _Row) -> None:
 
 
 def _empty_content(row: _Row) -> None:
-    """Empty or whitespace-only content, which the template drops; but for a system message that
-    only carries tools (its content is meant to be "")."""
-    if row.contents.count("") == row.blank_systems and not any(map(str.isspace, row.contents)):
+    """Empty content, which the template drops, and content with nothing visible (whitespace and
+    format characters such as U+200B), which it renders and the model would learn as an invisible
+    answer; but for a system message that only carries tools (its content is meant to be "").
+    The first character tells cheaply: one that is printable and not the space is visible (format
+    characters and whitespace but the space are not printable); only the others are looked into."""
+    heads = "".join(map(_HEAD, row.contents))
+    if row.contents.count("") == row.blank_systems and heads.isprintable() and " " not in heads:
         return
     for i, message in enumerate(row.messages):
         content = message["content"]
-        carries_tools = content == "" and message["role"] == "system" and message.get("tools")
-        if (not content or content.isspace()) and not carries_tools:
+        if content and content[0] != " " and content[0].isprintable():
+            continue
+        if content == "" and message["role"] == "system" and message.get("tools"):
+            continue
+        if not content or content.isspace():
             what = "empty" if not content else "whitespace only"
-            row.add(i, "empty-content", f"messages[{i}].content", f"{message['role']} content is {what}")
+        elif _invisible(content):
+            shown = sorted({f"U+{ord(c):04X}" for c in content if not c.isspace()})
+            what = f"only invisible characters ({', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''})"
+        else:
+            continue
+        row.add(i, "empty-content", f"messages[{i}].content", f"{message['role']} content is {what}")
+
+
+def _invisible(text: str) -> bool:
+    """Nothing but whitespace and format characters (Unicode category Cf: zero-width ones, U+FEFF ...)."""
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text.strip())
 
 
 def _placeholder(row: _Row) -> None:
@@ -337,7 +374,7 @@ def _not_ending_assistant(row: _Row) -> None:
 # The checks, in the order their findings come out within one message (check_row runs them in
 # this order); a group runs only on rows that have what it checks: tools declared, calls made, a
 # last turn that is not the assistant's.
-_TOOL_CHECKS: tuple[Callable[[_Row], None], ...] = (_invalid_tool_schema, _special_token_in_tools)
+_TOOL_CHECKS: tuple[Callable[[_Row], None], ...] = (_duplicate_tool_name, _invalid_tool_schema, _special_token_in_tools)
 _TEXT_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _special_token,
     _system_position,

@@ -28,6 +28,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     "tools-invalid-json": ("error", "the tools string is not valid JSON: fix it or remove the tools field"),
     "bad-tool": ("error", 'write each tool as {"type": "function", "function": {"name", "description", "parameters"}}'),
     "bad-call": ("error", 'write a call as {"name": ..., "arguments": {...}}'),
+    "unmatched-tool-result": (
+        "error",
+        "set the result's tool_call_id to the id of the call it answers, in the assistant message right before it",
+    ),
     "disabled-repair": ("error", "enable the repair (drop --no-repair) or fix the data by hand"),
     # checks on the converted conversation (errors)
     "empty-content": ("error", "give the message text or remove it; the GLM-4 template silently drops empty messages"),
@@ -39,6 +43,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     "undeclared-tool": ("error", "declare the tool in the row's tools, or fix the tool name in the call"),
     "arguments-not-object": ("error", 'call arguments must be a JSON object such as {"city": "Beijing"}'),
     "invalid-tool-schema": ("error", "make the tool's parameters a valid JSON Schema object"),
+    "duplicate-tool-name": (
+        "error",
+        "declare each tool name once: merge the declarations or rename one (the template renders both)",
+    ),
     "special-token": ("error", "remove GLM-4 special tokens from the text; they would inject fake turns"),
     "call-roundtrip": ("error", "a tool name must be one line with no spaces around it, followed by JSON arguments"),
     # warnings (row kept, counted; --strict rejects)

@@ -18,9 +18,12 @@ from glmdata.jsontext import loads
 from glmdata.models import Function, FunctionDict, ToolDict
 
 REPAIRS: dict[str, str] = {
-    "null-fields": "removed null values (injected by Arrow schema merging; metadata: null renders as 'None')",
+    "null-fields": "removed null values (injected by Arrow schema merging; metadata: null renders as 'None'), "
+    "keeping a tool schema's default/const null and enum/examples members",
     "tools-json-string": "parsed tools given as a JSON string into a list",
-    "empty-tools": 'removed empty tools ("", "[]", [], null): the template renders an empty tools header',
+    "empty-tools": 'removed empty tools ("", "[]", [], null), and a system message with empty content that only '
+    "carried them: the template renders an empty tools header",
+    "duplicate-tools": "removed a second, identical declaration of a tool",
     "bare-tool": "wrapped a bare {name, description, parameters} tool as {type: function, function: {...}}",
     "example-tool-schema": "inferred a parameter schema from example values ({name, args} / {func_call, parameters})",
     "python-literal-args": "rewrote call arguments written as Python literals (single quotes, True/None) as JSON",
@@ -59,20 +62,56 @@ class Fixer:
 _KEEP_NULLS = frozenset({"arguments", "observation", "content"})
 
 
+# In a JSON Schema (a tool's ``parameters``) null is a value under these keywords, whose values are
+# data: kept as they are. Under the others it is Arrow's, as it is for each name of a map of schemas.
+_SCHEMA_VALUES = frozenset({"default", "const", "enum", "examples"})
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+
+
 def strip_nulls(value: Any, fx: Fixer, path: str = "") -> Any:
-    """Drop every ``key: null`` from nested objects (not from lists, and not inside call arguments)."""
+    """Drop every ``key: null`` from nested objects (not from lists, and not inside call arguments);
+    in a tool's ``parameters``, as :func:`_strip_schema_nulls` says."""
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
             if item is None and key not in _KEEP_NULLS:
                 fx.apply("null-fields", where, f"{where} is null")
-                continue
-            out[key] = item if key in _KEEP_NULLS else strip_nulls(item, fx, where)
+            elif key in _KEEP_NULLS:
+                out[key] = item
+            else:
+                out[key] = (_strip_schema_nulls if key == "parameters" else strip_nulls)(item, fx, where)
         return out
     if isinstance(value, list):
         return [strip_nulls(item, fx, f"{path}[{i}]") for i, item in enumerate(value)]
     return value
+
+
+def _strip_schema_nulls(schema: Any, fx: Fixer, path: str) -> Any:
+    """``strip_nulls`` in a JSON Schema: ``default: null`` and ``const: null`` are kept, and so is
+    what ``default``, ``const``, ``enum`` and ``examples`` hold; in ``properties`` (names to schemas)
+    a name whatever it is (even "default") whose schema is null goes."""
+    if isinstance(schema, list):
+        return [_strip_schema_nulls(item, fx, f"{path}[{i}]") for i, item in enumerate(schema)]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, item in schema.items():
+        where = f"{path}.{key}"
+        if key in _SCHEMA_VALUES and (item is not None or key in ("default", "const")):
+            out[key] = item
+        elif item is None:
+            fx.apply("null-fields", where, f"{where} is null")
+        elif key in _SCHEMA_MAPS and isinstance(item, dict):
+            out[key] = {}
+            for name, sub in item.items():
+                if sub is None:
+                    fx.apply("null-fields", f"{where}.{name}", f"{where}.{name} is null")
+                else:
+                    out[key][name] = _strip_schema_nulls(sub, fx, f"{where}.{name}")
+        else:
+            out[key] = _strip_schema_nulls(item, fx, where)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- roles
@@ -225,7 +264,7 @@ def normalize_tools(value: Any, fx: Fixer, path: str) -> list[ToolDict] | None:
             fx.apply("empty-tools", path, "tools are empty")
             return None
         fx.apply("tools-json-string", path, "tools given as a JSON string")
-        value = parsed
+        value = strip_nulls(parsed, fx, path) if "null" in value else parsed  # Arrow's, dumped
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
@@ -241,10 +280,11 @@ def normalize_tool(tool: Any, fx: Fixer, path: str) -> ToolDict:
     """One tool in the canonical shape; bare and example-valued tools are repaired."""
     if isinstance(tool, str):
         try:
-            tool = loads(tool)
+            parsed = loads(tool)
         except json.JSONDecodeError:
             raise reject("bad-tool", path, f"tool is a string that is not JSON: {tool[:60]!r}") from None
         fx.apply("tools-json-string", path, "tool given as a JSON string")
+        tool = strip_nulls(parsed, fx, path) if "null" in tool else parsed
     if not isinstance(tool, dict):
         raise reject("bad-tool", path, f"tool is a JSON {_json_type(tool)}, not an object")
     kind = tool.get("type")

@@ -65,9 +65,9 @@ def test_convert_default_output_name(runner, tmp_path: Path) -> None:
 
 def test_convert_writes_rejects_verbatim_and_report(runner, tmp_path: Path) -> None:
     result = invoke(runner, "convert", GLAIVE, "-o", "out.jsonl", "--report", "report.json", code=1)
-    assert len(read_jsonl(tmp_path / "out.jsonl")) == 21
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 19
     rejects = read_jsonl(tmp_path / "out.rejects.jsonl")
-    assert [(r["index"], r["line"]) for r in rejects] == [(16, 474), (22, 712), (23, 765)]
+    assert [(r["index"], r["line"]) for r in rejects] == [(16, 474), (19, 577), (21, 667), (22, 712), (23, 765)]
     source = GLAIVE.read_bytes()
     rows = json.loads(source)
     for record in rejects:
@@ -77,7 +77,7 @@ def test_convert_writes_rejects_verbatim_and_report(runner, tmp_path: Path) -> N
         assert record["errors"] and all({"code", "path", "message", "hint"} <= set(e) for e in record["errors"])
     assert rejects[0]["errors"][0]["code"] == "observation-without-call"
     report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
-    assert (report["rows_in"], report["rows_out"], report["rejected"], report["deduplicated"]) == (24, 21, 3, 0)
+    assert (report["rows_in"], report["rows_out"], report["rejected"], report["deduplicated"]) == (24, 19, 5, 0)
     assert report["repairs"]["empty-tools"]["rows"] == 5
     assert report["checks"]["observation-without-call"]["examples"] == [16, 23]
     # the findings name the file, line, row, path and the fix
@@ -91,8 +91,8 @@ def test_convert_rejects_path_option_and_dedupe(runner, tmp_path: Path) -> None:
     )
     assert {"out.jsonl", "bad.jsonl", "r.json"} <= files(tmp_path)
     report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
-    assert (report["rows_out"], report["rejected"], report["deduplicated"]) == (20, 3, 1)
-    assert len(read_jsonl(tmp_path / "bad.jsonl")) == 3
+    assert (report["rows_out"], report["rejected"], report["deduplicated"]) == (18, 5, 1)
+    assert len(read_jsonl(tmp_path / "bad.jsonl")) == 5
 
 
 def test_convert_call_style_json(runner, tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ def test_convert_from_forces_the_format(runner, tmp_path: Path) -> None:
 def test_convert_json_summary_on_stdout(runner, tmp_path: Path) -> None:
     result = invoke(runner, "convert", GLAIVE, "-o", "out.jsonl", "--json", code=1)
     summary = json.loads(result.stdout)
-    assert (summary["rows_in"], summary["rows_out"], summary["rejected"]) == (24, 21, 3)
+    assert (summary["rows_in"], summary["rows_out"], summary["rejected"]) == (24, 19, 5)
     assert summary["checks"]["duplicate"]["count"] == 1
 
 
@@ -144,7 +144,7 @@ def test_convert_to_stdout(runner, tmp_path: Path) -> None:
 def test_convert_from_stdin(runner, tmp_path: Path) -> None:
     result = invoke(runner, "convert", "-", "-o", "-", "--rejects", "bad.jsonl", code=1, stdin=GLAIVE.read_bytes())
     assert result.stdout.encode("utf-8") == (REPO / "tests/golden/convert/glaive.jsonl").read_bytes()
-    assert [r["index"] for r in read_jsonl(tmp_path / "bad.jsonl")] == [16, 22, 23]
+    assert [r["index"] for r in read_jsonl(tmp_path / "bad.jsonl")] == [16, 19, 21, 22, 23]
 
 
 def test_convert_empty_file_exits_1(runner, tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_failed_input_leaves_no_output(runner, tmp_path: Path) -> None:
 def test_validate_writes_nothing(runner, tmp_path: Path) -> None:
     result = invoke(runner, "validate", GLAIVE, code=1)
     assert files(tmp_path) == set()
-    assert "24 rows in = 21 out + 3 rejected" in flat(result.stderr)
+    assert "24 rows in = 19 out + 5 rejected" in flat(result.stderr)
     invoke(runner, "validate", ALPACA, code=0)
     invoke(runner, "validate", DATA / "identity_sample.json", code=0)  # warnings only
     invoke(runner, "validate", DATA / "identity_sample.json", "--strict", code=1)
@@ -382,7 +382,7 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr.decode()
     assert b"Traceback" not in done.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == (REPO / "tests/golden/convert/glaive.jsonl").read_bytes()
-    assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["rejected"] == 3
+    assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["rejected"] == 5
     missing = subprocess.run([str(SCRIPT), "validate", "missing.json"], cwd=tmp_path, capture_output=True, timeout=120)
     assert missing.returncode == 2 and b"Traceback" not in missing.stderr and b"no such file" in missing.stderr
     piped = subprocess.run(

@@ -5,10 +5,11 @@ format-specific shapes (parallel calls, text parts, legacy calls, prompt/respons
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 
 import pytest
-from conftest import DATA, GOLDEN, call, codes, msg, repair_names, tool
+from conftest import DATA, GOLDEN, call, codes, msg, repair_names, tool, tool_row
 
 from glmdata import formats
 from glmdata.convert import Options, convert_file, convert_row
@@ -91,7 +92,7 @@ def test_golden_glaive_shapes() -> None:
     # rows with tools "[]" have no system message at all (no empty tools header)
     assert rows[7]["messages"][0]["role"] == "user"
     report = json.loads(regen.paths("glaive")[1].read_text(encoding="utf-8"))
-    assert [r["index"] for r in report["rejects"]] == [16, 22, 23]  # source rows 64, 655, 783
+    assert [r["index"] for r in report["rejects"]] == [16, 19, 21, 22, 23]  # source rows 64, 146, 624, 655, 783
 
 
 def test_golden_glaive_json_call_style() -> None:
@@ -176,6 +177,16 @@ def test_derived_samples_equal_their_glaive_originals(sample: str, style: str) -
         ),
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}, "openai"),
         ({"messages": [{"role": "tool", "content": "a"}]}, "openai"),
+        ({"messages": [{"from": "human", "value": "a"}], "tools": "[]"}, "sharegpt"),
+        ({"messages": [{"role": "user", "content": "a", "metadata": {"source": "x"}}], "tools": []}, "openai"),
+        (
+            {"messages": [{"role": "assistant", "content": "{}", "metadata": "f"}, {"role": "tool", "content": "a"}]},
+            "messages",
+        ),
+        ({"messages": [{"role": "user", "content": "a", "loss": False}], "tools": []}, "messages"),
+        ({"messages": [{"role": "assistant", "content": "{}", "metadata": "f", "tool_calls": []}]}, None),
+        # an OpenAI field first: OpenAI, whose reader refuses the GLM-4 fields (see below)
+        ({"messages": [{"role": "user", "content": "a", "loss": False}], "functions": []}, "openai"),
     ],
 )
 def test_detect(row: dict, name: str) -> None:
@@ -207,6 +218,51 @@ def test_unknown_format_names_keys_seen_and_known_formats() -> None:
     for name in formats.format_names():
         assert f"{name}:" in message  # every known format, with its signature
     assert formats.sharegpt.SIGNATURE in message
+
+
+def _glm_row_with_tool_role(**top: object) -> dict:
+    """A GLM-4 messages row (call with metadata, tools on the system message) whose observation has role tool."""
+    row = tool_row()
+    row["messages"][3] = msg("tool", '{"temperature": 20}')
+    return {**row, **top}
+
+
+@pytest.mark.parametrize("top", [{}, {"tools": [tool()]}])
+def test_glm4_row_with_tool_role_is_read_as_messages(top: dict) -> None:
+    row = _glm_row_with_tool_role(**top)
+    if top:
+        row["messages"][0] = msg("system", "")  # tools given top level instead
+    result = convert_row(row)
+    assert result.format == "messages" and result.ok and result.issues == []
+    assert result.row == tool_row()
+    assert ("role-alias", "messages[3].role") in result.repairs
+
+
+def test_row_mixing_openai_and_glm4_fields_names_them() -> None:
+    row = _glm_row_with_tool_role()
+    row["messages"].insert(
+        3, {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "get_weather"}}]}
+    )
+    row["messages"][5] = {**row["messages"][5], "loss": True}
+    result = convert_row(row)
+    assert result.rejected and codes(result) == ["unknown-format"]
+    message = result.issues[0].message
+    assert "openai fields (messages[3].tool_calls)" in message
+    assert "messages fields (messages[2].metadata, messages[5].loss)" in message
+    assert "write it in one of them" in message
+    assert "messages[3].tool_calls" in [i.path for i in convert_row(row, Options(from_format="messages")).issues]
+    # an OpenAI field first: read as OpenAI, whose reader refuses the GLM-4 field where it is
+    row["messages"][1] = {"role": "user", "content": [{"type": "text", "text": "weather?"}]}
+    result = convert_row(row)
+    assert result.format == "openai" and result.rejected
+    assert [(i.code, i.path) for i in result.issues] == [("unknown-format", "messages[2].metadata")]
+    assert "openai fields (messages[1].content, messages[3].tool_calls)" in result.issues[0].message
+
+
+def test_glm4_row_forced_as_openai_is_refused_not_stripped_of_its_calls() -> None:
+    result = convert_row(tool_row(), Options(from_format="openai"))
+    assert result.rejected and [(i.code, i.path) for i in result.issues] == [("unknown-format", "messages[2].metadata")]
+    assert "messages fields (messages[2].metadata) in a row read as openai" in result.issues[0].message
 
 
 def test_from_forces_the_format() -> None:
@@ -326,6 +382,140 @@ def test_openai_call_without_result_is_kept_and_reported() -> None:
     assert [m.get("metadata") for m in result.row["messages"]] == [None, None, "get_weather", None, "get_time", None]
     assert codes(result) == ["call-without-observation"]
     assert result.issues[0].path == "messages[4]"
+
+
+def test_openai_answered_second_call_only_leaves_the_first_without_observation() -> None:
+    result = convert_row(_parallel_row(("b",)))
+    assert [m.get("metadata") for m in result.row["messages"]] == [None, None, "get_time", None, "get_weather", None]
+    assert [(i.code, i.path) for i in result.issues] == [("call-without-observation", "messages[4]")]
+
+
+def _group(call_ids: list[str | None], results: list[tuple[str | None, str]]) -> dict:
+    """A row whose assistant message calls tools t0, t1, ... with ``call_ids``, followed by
+    ``results`` as ``(tool_call_id, content)`` tool messages and a final answer."""
+    calls = [
+        {"type": "function", "function": {"name": f"t{k}", "arguments": "{}"}, **({"id": cid} if cid else {})}
+        for k, cid in enumerate(call_ids)
+    ]
+    tools = [tool(f"t{k}", properties={}) for k in range(len(call_ids))]
+    messages = [msg("user", "go"), {"role": "assistant", "content": None, "tool_calls": calls}]
+    for cid, content in results:
+        messages.append({"role": "tool", "content": content, **({"tool_call_id": cid} if cid else {})})
+    return {"messages": [*messages, msg("assistant", "done")], "tools": tools}
+
+
+def _pairs(result) -> list[tuple[str, str]]:
+    """(call name, observation) for each call that is followed by an observation, in order."""
+    messages = result.row["messages"]
+    return [
+        (m["metadata"], n["content"])
+        for m, n in itertools.pairwise(messages)
+        if "metadata" in m and n["role"] == "observation"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call_ids", "results", "pairs"),
+    [
+        # results in another order than the calls: each after its own call, in arrival order
+        (["x", "y", "z"], [("z", "Z"), ("x", "X"), ("y", "Y")], [("t2", "Z"), ("t0", "X"), ("t1", "Y")]),
+        # an id-less result, the only one, takes the one call the results with ids left (was: the first call)
+        (["x", "y"], [(None, "Y"), ("x", "X")], [("t1", "Y"), ("t0", "X")]),
+        # no result has an id: by position, whatever ids the calls have
+        (["x", "y"], [(None, "first"), (None, "second")], [("t0", "first"), ("t1", "second")]),
+        ([None, None], [(None, "first"), (None, "second")], [("t0", "first"), ("t1", "second")]),
+        # two calls with the same id: one result each, in call order
+        (["x", "x"], [("x", "1"), ("x", "2")], [("t0", "1"), ("t1", "2")]),
+        # one call, one result with its id
+        (["x"], [("x", "X")], [("t0", "X")]),
+    ],
+)
+def test_openai_results_are_paired_by_id(call_ids: list, results: list, pairs: list) -> None:
+    result = convert_row(_group(call_ids, results))
+    assert result.ok and result.issues == [], [i.to_dict() for i in result.issues]
+    assert _pairs(result) == pairs
+
+
+@pytest.mark.parametrize(
+    ("call_ids", "results", "path", "words"),
+    [
+        (
+            ["x"],
+            [("q", "Q")],
+            "messages[2].tool_call_id",
+            "tool_call_id 'q' names no call of messages[1] (its call ids: 'x')",
+        ),
+        (["x", "y"], [("y", "Y"), ("q", "Q")], "messages[3].tool_call_id", "'q' names no call of messages[1]"),
+        ([None, None], [("x", "X")], "messages[2].tool_call_id", "(its call ids: none)"),
+        (["x", "y"], [("x", "1"), ("x", "2")], "messages[3].tool_call_id", "'x' answers a call already answered"),
+        # id-less results in a group paired by id, with no single call left for them
+        (["x", "y", "z"], [("x", "X"), (None, "?")], "messages[3].tool_call_id", "2 calls are left unanswered"),
+        (["x", "y", "z"], [(None, "?"), ("x", "X"), (None, "?")], "messages[2].tool_call_id", "no tool_call_id"),
+        (["x"], [("x", "X"), (None, "?")], "messages[3].tool_call_id", "0 calls are left"),
+    ],
+)
+def test_openai_unmatched_tool_result_rejects_the_row(call_ids: list, results: list, path: str, words: str) -> None:
+    result = convert_row(_group(call_ids, results))
+    assert result.rejected and result.row is None
+    assert [(i.code, i.path) for i in result.issues] == [("unmatched-tool-result", path)]
+    assert words in result.issues[0].message
+    assert "give " in result.issues[0].message and "tool_call_id" in result.issues[0].hint
+
+
+def test_openai_extra_result_without_ids_is_an_observation_without_call() -> None:
+    result = convert_row(_group(["x"], [(None, "1"), (None, "2")]))
+    assert _pairs(result) == [("t0", "1")]
+    assert [(i.code, i.path) for i in result.issues] == [("observation-without-call", "messages[4]")]
+
+
+def test_openai_tools_on_the_system_message_are_declared() -> None:
+    """Some exports put the tools on the system message: they are the row's tools, not "declared: none"."""
+    row = _parallel_row(("a", "b"))
+    tools = row.pop("tools")
+    row["messages"].insert(0, {"role": "system", "content": "Be brief.", "tools": tools})
+    result = convert_row(row)
+    assert result.format == "openai" and result.ok and result.issues == []
+    assert result.row["messages"][0] == {"role": "system", "content": "Be brief.", "tools": tools}
+    assert repair_names(result) == ["function-call", "function-call"]
+
+
+@pytest.mark.parametrize(
+    ("top", "on_system", "expected"),
+    [
+        ([tool("get_weather")], [tool("get_weather"), tool("get_time")], [tool("get_weather"), tool("get_time")]),
+        # same name, another definition: both kept, for the checks and the template to see
+        (
+            [tool("get_weather"), tool("get_time")],
+            [tool("get_time", description="other")],
+            [tool("get_weather"), tool("get_time"), tool("get_time", description="other")],
+        ),
+    ],
+)
+def test_openai_tools_top_level_and_on_the_system_message_are_merged(
+    top: list, on_system: list, expected: list
+) -> None:
+    row = _parallel_row(("a", "b"))
+    row["tools"] = top
+    row["messages"].insert(0, {"role": "system", "content": "", "tools": on_system})
+    result = convert_row(row)
+    assert result.format == "openai"
+    assert result.row["messages"][0] == {"role": "system", "content": "", "tools": expected}
+    if len(expected) == 2:  # identical definitions merged: nothing to report
+        assert result.ok and result.issues == []
+    assert "undeclared-tool" not in codes(result)
+
+
+def test_openai_tools_on_a_user_message_move_to_the_system_message() -> None:
+    row = _parallel_row(("a", "b"))
+    row["messages"][0]["tools"] = row.pop("tools")
+    result = convert_row(row)
+    assert result.ok and result.issues == []
+    assert result.row["messages"][0] == {
+        "role": "system",
+        "content": "",
+        "tools": [tool("get_weather"), tool("get_time")],
+    }
+    assert ("tools-to-system", "messages[0].tools") in result.repairs
 
 
 # ---------------------------------------------------------------------------------------- ChatGLM3

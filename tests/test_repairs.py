@@ -177,6 +177,87 @@ def test_null_inside_call_arguments_and_results_is_data() -> None:
     assert result.row["messages"][3] == msg("observation", '{"temperature": null}')
 
 
+def _arrow_schema() -> tuple[dict, dict, list[str]]:
+    """A parameters schema as Arrow merges it with other rows' (source), what the repair makes of
+    it, and where (after ``parameters``) it removes a null."""
+    source = {
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "city", "default": None, "enum": None, "items": None},
+            "unit": {"type": ["string", "null"], "enum": ["C", None], "examples": [None, {"x": None}]},
+            "mode": {"const": None, "default": {"level": None}},
+            "tags": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "number"}, "m": None}}},
+            # parameters of other rows' tools, merged in as null: names, whatever they are
+            "default": None,
+            "content": None,
+            "arguments": None,
+            "properties": None,
+        },
+        "required": None,
+    }
+    repaired = {
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "city", "default": None},
+            "unit": {"type": ["string", "null"], "enum": ["C", None], "examples": [None, {"x": None}]},
+            "mode": {"const": None, "default": {"level": None}},
+            "tags": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "number"}}}},
+        },
+    }
+    removed = [
+        ".properties.location.enum",
+        ".properties.location.items",
+        ".properties.tags.items.properties.m",
+        ".properties.default",
+        ".properties.content",
+        ".properties.arguments",
+        ".properties.properties",
+        ".required",
+    ]
+    return source, repaired, removed
+
+
+def _schema_row(parameters: dict, tools_as=list) -> dict:
+    declared = {"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": parameters}}
+    tools = tools_as([declared]) if tools_as is not str else json.dumps([declared])
+    return {"messages": [{"role": "system", "content": "", "tools": tools}, *tool_row()["messages"][1:]]}
+
+
+@pytest.mark.parametrize(
+    "tools_as",
+    [list, str, lambda tools: [json.dumps(t) for t in tools]],
+    ids=["list", "json-string", "tool-json-string"],
+)
+def test_null_fields_in_tool_schemas(tools_as) -> None:
+    """Arrow merges tool schemas across rows: other rows' parameters come as null, and so do
+    keywords this schema lacks (``required``, ``items``, ``enum``). They go, wherever the tools
+    were (objects, a tools string, a tool string), while a null that is a value of the schema
+    stays: ``default: null``, ``const: null``, and what default, const, enum and examples hold.
+    A parameter named "default" whose schema is null goes: in ``properties`` keys are names."""
+    source, repaired, removed = _arrow_schema()
+    where = "messages[0].tools[0].function.parameters"
+    expected = _schema_row(repaired)
+    result = assert_repaired(_schema_row(source, tools_as), "null-fields", [where + r for r in removed], expected)
+    assert result.issues == []  # the schema is valid: today's invalid-tool-schema is gone
+    assert result.row["messages"][0]["tools"][0]["function"]["parameters"]["properties"]["location"]["default"] is None
+    assert_silent(expected, "null-fields")  # the kept nulls are kept on the way back, too
+    # counted once per row, in the report, like every repair
+    from glmdata.report import Report
+
+    report = Report()
+    report.add(result)
+    assert report.repairs["null-fields"] == 1 and report.to_dict()["repairs"]["null-fields"]["examples"] == [0]
+
+
+def test_null_parameters_of_a_glaive_tools_string() -> None:
+    """Glaive's tools are a JSON string: one dumped from Arrow-merged data has its nulls inside."""
+    source, repaired, removed = _arrow_schema()
+    bare = {"name": "get_weather", "description": "d", "parameters": source}
+    row = glaive_tool_row(tools=json.dumps([bare]))
+    expected = _schema_row(repaired)
+    assert_repaired(row, "null-fields", [f"tools[0].parameters{r}" for r in removed], expected)
+
+
 # ---------------------------------------------------------------------------------------- tools
 
 
@@ -222,6 +303,42 @@ def test_repair_empty_tools(empty) -> None:
         {"messages": [msg("system", "Be brief."), msg("user", "hi"), msg("assistant", "hello")]},
     )
     assert_silent(glaive(("human", "hi"), ("gpt", "hello")), "empty-tools")  # no tools key: nothing was empty
+    # a system message that only carried them goes with them, as part of the repair
+    only_tools = {
+        "messages": [{"role": "system", "content": "", "tools": empty}, msg("user", "hi"), msg("assistant", "hello")]
+    }
+    result = assert_repaired(only_tools, "empty-tools", ["messages[0].tools", "messages[0]"], expected)
+    assert result.issues == []  # not empty-content
+
+
+def test_empty_tools_system_message_goes_and_calls_keep_their_place() -> None:
+    """The builder keeps each call's parsed arguments by message index: removing the system
+    message moves them; tools declared elsewhere land on the system message that is left."""
+    from glmdata import formats
+    from glmdata.builder import MessagesBuilder
+    from glmdata.repairs import Fixer
+
+    user, _, observation, answer = tool_row()["messages"][1:]
+    empty_system = {"role": "system", "content": "", "tools": "[]"}
+    row = {
+        "tools": [tool()],  # a json-style call: the builder parses it (call-style)
+        "messages": [empty_system, msg("system", "Be brief."), user, msg("assistant", _JSON_CALL), observation, answer],
+    }
+    fx = Fixer()
+    builder = MessagesBuilder(fx)
+    formats.FORMATS["messages"].to_messages(row, fx, builder)
+    built = builder.build()
+    assert built["messages"][0] == {"role": "system", "content": "Be brief.", "tools": [tool()]}
+    assert built["messages"][1:] == tool_row()["messages"][1:]
+    assert builder.calls == {2: {"location": "Beijing"}}
+    assert [a for a in fx.applied if a[0] == "empty-tools"] == [
+        ("empty-tools", "messages[0].tools"),
+        ("empty-tools", "messages[0]"),
+    ]
+    # a user message whose tools were empty stays (a system message with text: test_repair_empty_tools)
+    kept = convert({"messages": [msg("user", "", tools=[]), msg("assistant", "hello")]})
+    assert kept.row == {"messages": [msg("user", ""), msg("assistant", "hello")]}
+    assert kept.repairs == [("empty-tools", "messages[0].tools")] and codes(kept) == ["empty-content"]
 
 
 def test_null_tools_end_as_no_tools_key() -> None:
@@ -229,6 +346,28 @@ def test_null_tools_end_as_no_tools_key() -> None:
     result = convert(glaive(("human", "hi"), ("gpt", "hello"), tools=None))
     assert result.ok and result.repairs == [("null-fields", "tools")]
     assert result.row == {"messages": [msg("user", "hi"), msg("assistant", "hello")]}
+
+
+def test_repair_duplicate_tools() -> None:
+    """The same tool declared twice, identically: the second copy goes (the template would render
+    both); one name declared twice differently is the duplicate-tool-name error (test_checks)."""
+    twice = tool_row(tool(), tool("get_time"), tool())
+    expected = tool_row(tool(), tool("get_time"))
+    result = assert_repaired(twice, "duplicate-tools", ["messages[0].tools[2]"], expected)
+    assert result.issues == []
+    # declared on the row and again on the system message
+    both = {"tools": [tool()], "messages": tool_row()["messages"]}
+    assert_repaired(both, "duplicate-tools", ["messages[0].tools[0]"], EXPECTED_TOOL_ROW)
+    # in a Glaive tools string, bare
+    glaive_twice = glaive_tool_row(tools=json.dumps([tool()["function"]] * 2))
+    assert_repaired(glaive_twice, "duplicate-tools", ["tools[1]"], EXPECTED_TOOL_ROW)
+    # key order is not a difference
+    reordered = tool()
+    reordered["function"] = dict(reversed(reordered["function"].items()))
+    assert_repaired(tool_row(tool(), reordered), "duplicate-tools", ["messages[0].tools[1]"], EXPECTED_TOOL_ROW)
+    assert_silent(expected, "duplicate-tools")
+    other = convert(tool_row(tool(), tool(description="other")))
+    assert "duplicate-tools" not in repair_names(other) and codes(other) == ["duplicate-tool-name"]
 
 
 def test_repair_bare_tool() -> None:

@@ -25,7 +25,7 @@ def test_same_seed_same_split_and_every_row_once(tmp_path: Path) -> None:
     assert (tmp_path / "e1").read_bytes() == (tmp_path / "e2").read_bytes()
     train, evaluation = _lines(tmp_path / "t1"), _lines(tmp_path / "e1")
     assert a.train == len(train) and a.eval == len(evaluation)
-    assert a.train + a.eval == a.report.rows_out == 21
+    assert a.train + a.eval == a.report.rows_out == 19
     split_file(str(SAMPLE), str(tmp_path / "t3"), str(tmp_path / "e3"), fraction=0.25, seed=8)
     assert _lines(tmp_path / "e3") != evaluation
 
@@ -62,7 +62,7 @@ def test_cli(tmp_path: Path) -> None:
     assert result.exit_code == 1  # the sample keeps rejected rows
     summary = json.loads(result.stdout)
     assert Path(summary["train_path"]) == tmp_path / "g.train.jsonl"
-    assert summary["train"] + summary["eval"] == 21 and summary["rejected"] == 3
+    assert summary["train"] + summary["eval"] == 19 and summary["rejected"] == 5
     runner = CliRunner()
     assert runner.invoke(app, ["split", str(source), "--eval", "1.5"]).exit_code == 2
     assert runner.invoke(app, ["split", "-"]).exit_code == 2

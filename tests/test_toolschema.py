@@ -207,6 +207,24 @@ def test_check_arguments_in_order_missing_then_by_argument() -> None:
     assert findings({"type": "object", "properties": {"n": {"enum": [1]}}}, {"n": True}) == [("argument-type", "n")]
 
 
+def test_the_nulls_the_null_fields_repair_keeps_are_schema_values() -> None:
+    """``default: null``, ``const: null``, null in ``enum`` and ``examples`` (what the repair
+    keeps of an Arrow-merged schema): a valid schema, whose null means what jsonschema says."""
+    parameters = {
+        "type": "object",
+        "properties": {
+            "unit": {"type": ["string", "null"], "enum": ["C", None], "default": None, "examples": [None]},
+            "none": {"const": None},
+        },
+    }
+    assert problem(parameters) is None and reference_problem(parameters) is None
+    for arguments in ({"unit": None, "none": None}, {"unit": "K", "none": 0}, {"unit": "C", "none": False}):
+        assert findings(parameters, arguments) == [
+            (p.code, p.argument) for p in reference_arguments(parameters, arguments)
+        ], arguments
+    assert findings(parameters, {"unit": "K", "none": 0}) == [("argument-type", "unit"), ("argument-type", "none")]
+
+
 def test_arguments_follow_refs_into_defs() -> None:
     """Generated tool schemas (pydantic, OpenAI SDKs) put enums in $defs and point at them."""
     parameters = {

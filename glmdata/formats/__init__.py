@@ -32,9 +32,14 @@ def resolve(name: str) -> str:
 
 
 def detect(row: dict) -> str | None:
-    """Name of the format this row is written in, or None."""
+    """Name of the format this row is written in, or None (also for a row that mixes two)."""
     if "messages" in row and isinstance(row["messages"], list):
-        return "openai" if openai.looks_openai(row) else ("sharegpt" if sharegpt.detect(row) else "messages")
+        seen_openai, seen_glm, weak = openai.signals(row, every=False)
+        if seen_openai:
+            return None if seen_glm else "openai"
+        if sharegpt.detect(row):
+            return "sharegpt"
+        return "openai" if weak and not seen_glm else "messages"
     for name, module in FORMATS.items():
         if name not in ("messages", "openai") and module.detect(row):
             return name
@@ -42,6 +47,8 @@ def detect(row: dict) -> str | None:
 
 
 def describe_unknown(row: dict) -> str:
+    if isinstance(row.get("messages"), list) and (problem := openai.mixed(row)):
+        return problem
     keys = ", ".join(sorted(map(str, row))) or "none"
     known = "; ".join(f"{name}: {module.SIGNATURE}" for name, module in FORMATS.items())
     return f"cannot tell the format from the keys seen ({keys}); known formats: {known}"
