@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,10 +41,21 @@ def generate_reply(model, tokenizer, prompt_text: str, *, max_new_tokens: int, s
 
     Returns the text after ``<|assistant|>``: ``NAME\\n{arguments}`` for a tool call, ``\\n...`` for an answer.
     """
+    return generate_replies(model, tokenizer, [prompt_text], max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)[0]
+
+
+def generate_replies(
+    model, tokenizer, prompts: list[str], *, max_new_tokens: int, synced_gpus: bool = False
+) -> list[str]:
+    """``generate_reply`` for several prompts in one batch (left-padded), so they share each decoding step."""
     import torch
 
+    if len(prompts) > 1 and tokenizer.pad_token_id is None:
+        return [generate_replies(model, tokenizer, [p], max_new_tokens=max_new_tokens)[0] for p in prompts]
     stop = stop_token_ids(tokenizer)
-    enc = tokenizer(prompt_text, add_special_tokens=False, return_tensors="pt").to(model.device)
+    enc = tokenizer(prompts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt").to(
+        model.device
+    )
     with torch.no_grad():
         out = model.generate(
             **enc,
@@ -53,8 +66,11 @@ def generate_reply(model, tokenizer, prompt_text: str, *, max_new_tokens: int, s
             use_cache=True,
             synced_gpus=synced_gpus,
         )
-    new_ids = [t for t in out[0, enc["input_ids"].shape[1] :].tolist() if t not in stop]
-    return tokenizer.decode(new_ids, skip_special_tokens=True)
+    replies = []
+    for new_ids in out[:, enc["input_ids"].shape[1] :].tolist():
+        end = next((i for i, t in enumerate(new_ids) if t in stop), len(new_ids))  # the rest is padding
+        replies.append(tokenizer.decode(new_ids[:end], skip_special_tokens=True))
+    return replies
 
 
 def tracker_mode(tracker: str) -> str | None:
@@ -89,9 +105,9 @@ def _swanlab_logged_in() -> bool:
     if os.environ.get("SWANLAB_API_KEY"):
         return True
     try:
-        from swanlab.sdk.internal.settings import Settings
+        import swanlab
 
-        return Settings().api_key is not None  # reads the key `swanlab login` saved; no network
+        return swanlab.Settings().api_key is not None  # reads the key `swanlab login` saved; no network
     except Exception:
         return False
 
@@ -228,11 +244,11 @@ class PredictionCallback(TrainerCallback):
         model.eval()
         records = []
         try:
-            for sample in self.samples:
-                prompt_text = render(sample.prompt, add_generation_prompt=True, template=self.template)
-                answer = generate_reply(
-                    model, tokenizer, prompt_text, max_new_tokens=self.max_new_tokens, synced_gpus=synced_gpus
-                )
+            prompts = [render(s.prompt, add_generation_prompt=True, template=self.template) for s in self.samples]
+            answers = generate_replies(
+                model, tokenizer, prompts, max_new_tokens=self.max_new_tokens, synced_gpus=synced_gpus
+            )
+            for sample, answer in zip(self.samples, answers):
                 predicted = parse_tool_call(answer)
                 record: dict[str, Any] = {
                     "step": step,
@@ -295,3 +311,44 @@ def _sharded_parameters(args) -> bool:
     except ImportError:  # pragma: no cover
         pass
     return bool(getattr(args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
+class TimingCallback(TrainerCallback):
+    """Once the first steps are timed, say how long the run will take (and hand it to ``report``).
+
+    Step 1 is left out of the rate (it pays for warm-up); the rate is that of steps 2 to ``after``.
+    Evaluations are not counted: their time shows in the logs (``eval_runtime``).
+    """
+
+    def __init__(self, report: Callable[[dict[str, Any]], None], *, after: int = 3):
+        self.report = report
+        self.after = after
+        self._first: tuple[int, float] | None = None
+        self._reported = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._reported or not state.is_world_process_zero:
+            return
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (state.global_step, now)
+            return
+        first_step, first_time = self._first
+        last = min(self.after, state.max_steps)
+        if state.global_step < last and state.global_step < state.max_steps:
+            return
+        per_step = (now - first_time) / max(1, state.global_step - first_step)
+        remaining = max(0, state.max_steps - state.global_step)
+        self._reported = True
+        self.report(
+            {
+                "timed_steps": [first_step + 1, state.global_step],
+                "seconds_per_step": round(per_step, 3),
+                "remaining_steps": remaining,
+                "remaining_seconds": round(per_step * remaining, 1),
+            }
+        )

@@ -56,6 +56,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
     except GlmtrainError as e:
         if DEBUG["on"]:
             traceback.print_exc()
+        if getattr(e, "quiet", False):  # said once, by the main process of a launcher
+            raise typer.Exit(e.exit_code) from None
         # messages carry paths and data ("x[/].jsonl", "[gMASK]"): text, never markup
         err.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, highlight=False)
         if e.hint:
@@ -117,8 +119,24 @@ def run(
             show_default=False,
         ),
     ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="Tokenizer directory to use instead of the model's; with --dry-run the model is not needed.",
+        ),
+    ] = None,
     eval_data: Annotated[
         str | None, typer.Option("--eval-data", help="Held-out data file (instead of splitting DATA).")
+    ] = None,
+    eval_rows: Annotated[
+        str | None,
+        typer.Option(
+            "--eval-rows",
+            help="Held-out rows an evaluation reads (a seeded sample): a number, 0 (all) or auto (at most 200, and "
+            "no more than the rows trained between two evaluations). (default: auto)",
+            show_default=False,
+        ),
     ] = None,
     eval_split: Annotated[
         float | None,
@@ -316,7 +334,10 @@ def run(
     flags = {name: value for name, value in locals().items() if name not in NOT_SETTINGS and value is not None}
 
     def body() -> None:
+        import signal
+
         from glmtrain import config as cfgmod
+        from glmtrain import train
 
         layers: list[tuple[str, dict[str, Any]]] = []
         if recipe:
@@ -328,9 +349,10 @@ def run(
         layers += [(f"--set {item}", cfgmod.parse_assignment(item)) for item in set_ or []]
         cfg = cfgmod.merge(*layers)
 
-        from glmtrain.train import run as run_training
-
-        result = run_training(cfg, err, dry_run=dry_run)
+        with train.signals_stop(signal.SIGTERM):  # SIGTERM ends a run as Ctrl-C does: it says where
+            result = train.run(cfg, err, dry_run=dry_run)
+        if not train.is_main_process():
+            return  # under a launcher the main process prints the result
         if json_:
             sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
         elif not dry_run:
@@ -340,8 +362,12 @@ def run(
 
 
 def _print_summary(result: dict[str, Any]) -> None:
+    from glmtrain.config import plural
+
     err.print(
-        f"[green]done:[/] {result['global_step']} steps, train loss {result['train_loss']:.4f}"
+        f"[green]done:[/] {plural(result['global_step'], 'step')}"
+        + (f" (resumed from {escape(result['resumed_from'])})" if result.get("resumed_from") else "")
+        + f", train loss {result['train_loss']:.4f}"
         + (f", eval loss {result['eval_loss']:.4f}" if result.get("eval_loss") is not None else "")
         + escape(f"; adapter and tokenizer in {result['output_dir']}")
     )

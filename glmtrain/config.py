@@ -25,6 +25,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     ValidationError,
     WrapValidator,
 )
@@ -65,6 +66,11 @@ class DataProblem(GlmtrainError):
         super().__init__(message, hint, exit_code=1)
 
 
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 row``, ``2 rows``: a count and its noun, singular or plural."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
 # --- field types: what Pydantic's lax mode does not already do -------------------------------
 
 
@@ -101,7 +107,18 @@ def _max_steps(value: int) -> int:
     return value
 
 
+def _auto_or_count(value: Any, handler: Any) -> Any:
+    """``auto`` or a count of rows (0: all), as one error when wrong."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("eval_rows", "must be 'auto' or a number of rows (0: all of them)") from None
+
+
 PathText = Annotated[str, BeforeValidator(_path_text)]
+EvalRows = Annotated[Literal["auto"] | NonNegativeInt, WrapValidator(_auto_or_count)]
 # a whole number of steps (rows, for eval_split), or below 1 a fraction of the total
 StepsOrRatio = Annotated[float, Field(ge=0), AfterValidator(_whole_if_integral)]
 MaxLength = Annotated[Literal["auto"] | PositiveInt | None, WrapValidator(_max_length)]
@@ -122,12 +139,16 @@ class TrainConfig(BaseModel):
     data: PathText | None = None
     eval_data: PathText | None = None
     eval_split: StepsOrRatio = 0.1  # share held out (glmdata's stratified split); >= 1: about that many rows; 0: none
+    # held-out rows an evaluation reads (a seeded sample); auto: at most 200, and no more than the rows
+    # trained between two evaluations; 0: all of them
+    eval_rows: EvalRows = "auto"
     skip_invalid: bool = False
     train_on: TrainOn = "assistant"  # passed to glmdata.masks.tokenize
     max_length: MaxLength = "auto"  # "auto": longest row, rounded up, capped at max_length_cap; None: no cap
     max_length_cap: PositiveInt = 4096
     # model
     model: PathText = DEFAULT_MODEL
+    tokenizer: PathText | None = None  # a tokenizer directory, instead of the model's (a dry run needs no model)
     dtype: Dtype = "auto"  # auto: bfloat16 on a GPU that supports it, float32 elsewhere
     load_in_4bit: bool = False
     template: PathText = "glmdata"  # the template rows are rendered with: glmdata (official), model, or a file
@@ -169,6 +190,16 @@ class TrainConfig(BaseModel):
     max_new_tokens: PositiveInt = 256
     # any other SFTConfig field, passed through as is
     sft: dict[str, Any] = Field(default_factory=dict)
+    # where each sft key was set (the layer), for error messages; not a setting
+    _sft_sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def sft_source(self, key: str) -> str:
+        """The layer that set ``sft.KEY`` (a recipe, a file, the flags or a ``--set`` item)."""
+        return self._sft_sources.get(key, "settings")
+
+    def __eq__(self, other: object) -> bool:
+        # the same settings are equal wherever they came from
+        return isinstance(other, TrainConfig) and self.__dict__ == other.__dict__
 
 
 # --- recipes and config files ----------------------------------------------------------------
@@ -243,6 +274,7 @@ def merge(*layers: tuple[str, dict[str, Any]]) -> TrainConfig:
     errors; ``sft`` mappings are merged key by key.
     """
     cfg = TrainConfig()
+    sources: dict[str, str] = {}
     for where, settings in layers:
         try:
             layer = TrainConfig.model_validate({k: v for k, v in settings.items() if k not in META_KEYS})
@@ -250,8 +282,10 @@ def merge(*layers: tuple[str, dict[str, Any]]) -> TrainConfig:
             raise _usage_error(where, e.errors()[0]) from None
         given = {name: getattr(layer, name) for name in layer.model_fields_set}
         if "sft" in given:
+            sources.update(dict.fromkeys(given["sft"], where))
             given["sft"] = {**cfg.sft, **given["sft"]}
         cfg = cfg.model_copy(update=given)  # the values were validated just above
+    cfg._sft_sources = sources
     return cfg
 
 

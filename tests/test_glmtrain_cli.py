@@ -20,6 +20,7 @@ from test_train_support import (
     INVALID_ROW,
     REPO,
     TRAIN_ROWS,
+    chat_row,
     glmtrain_cli,
     glmtrain_env,  # noqa: F401 - fixture
     glmtrain_subprocess,
@@ -96,7 +97,10 @@ def test_readme_flags_exist_in_help():
     known = set().union(*flags.values()) | {"--help"}
     documented = set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9_-]*)", readme))
     # other tools' flags, in the examples: accelerate launch, torchrun, hf download
-    external = {"--config_file", "--num_processes", "--nproc_per_node", "--local-dir"}
+    external = {
+        "--config_file", "--num_processes", "--nproc_per_node", "--local-dir", "--standalone", "--multi_gpu", "--cpu",
+        "--mpirun_hostfile",
+    }  # fmt: skip
     missing = documented - known - external
     assert not missing, f"README mentions flags the commands do not have: {sorted(missing)}"
     undocumented = {f for f in flags["run"] if not f.startswith("--no-")} - documented
@@ -276,7 +280,7 @@ def test_skip_invalid_trains_on_valid_rows_and_says_how_many_were_left_out(tmp_p
     assert out.exit_code == 0, out.stderr
     assert "left out 1 of 9 rows" in out.stderr
     plan = json.loads(out.stdout)
-    assert plan["rows"] == {"valid": 8, "left_out": 1, "train": 8, "eval": 0}
+    assert plan["rows"] == {"valid": 8, "left_out": 1, "train": 8, "held_out": 0, "eval": 0, "eval_rows": "auto"}
 
 
 def test_dry_run_prints_the_plan_without_weights(tmp_path, tokenizer_only):
@@ -416,3 +420,169 @@ def test_without_the_train_extra_glmtrain_says_how_to_install_it(tmp_path: Path)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "glmtrain needs the training dependencies" in proc.stderr and "pip install 'glmdata[train]'" in proc.stderr
+
+
+# ------------------------------------------------------------------ the dry run checks everything
+
+
+def test_an_unknown_sft_key_fails_before_the_data_is_read(tmp_path, tokenizer_only):
+    data = write_jsonl(tmp_path / "bad.jsonl", TRAIN_ROWS + [INVALID_ROW])  # rejected rows would be exit 1
+    out = glmtrain_cli(
+        "run", data, "--model", tokenizer_only, "--dry-run", "--set", "sft.learnin_rate=1e-4", "--set", "sft.seed=3"
+    )
+    assert out.exit_code == 2, out.stderr
+    error, fix = out.stderr.strip().splitlines()
+    assert error == "error: --set sft.learnin_rate=1e-4: sft.learnin_rate is not an SFTConfig field"
+    assert fix.startswith("fix: did you mean sft.learning_rate? SFTConfig's fields: ")
+    assert "per_device_train_batch_size" in fix and "eval_delay" in fix
+    from_file = tmp_path / "c.yaml"
+    from_file.write_text("sft:\n  warmup_ratioo: 0.1\n", encoding="utf-8")
+    out = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--config", from_file)
+    assert out.exit_code == 2 and f"error: {from_file}: sft.warmup_ratioo is not an SFTConfig field" in out.stderr
+
+
+def test_a_wrong_sft_value_fails_in_the_dry_run(data, tokenizer_only):
+    out = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--set", "sft.lr_scheduler_type=zigzag")
+    assert out.exit_code == 2, out.stderr
+    assert "invalid training settings" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 2
+
+
+def test_tracker_cloud_without_a_login_fails_before_validation(tmp_path, glmtrain_env, monkeypatch):
+    monkeypatch.delenv("SWANLAB_API_KEY", raising=False)
+    monkeypatch.delenv("SWANLAB_MODE", raising=False)
+    data = write_jsonl(tmp_path / "bad.jsonl", TRAIN_ROWS + [INVALID_ROW])
+    out = glmtrain_cli("run", data, "--model", tmp_path / "no-model", "--tracker", "cloud", "--dry-run")
+    assert out.exit_code == 2, out.stderr  # not 1 (the data) nor the missing model: nothing was read
+    assert "--tracker cloud needs a SwanLab login" in out.stderr
+    assert "would be rejected" not in out.stderr
+
+
+def test_resume_latest_without_a_checkpoint_fails_in_the_dry_run(data, tokenizer_only, tmp_path):
+    out = glmtrain_cli(
+        "run", data, "--model", tokenizer_only, "-o", tmp_path / "empty", "--resume", "latest", "--dry-run"
+    )
+    assert out.exit_code == 2 and "--resume latest: no checkpoint" in out.stderr
+
+
+def test_dry_run_with_a_tokenizer_needs_no_model(data, tokenizer_only, glmtrain_env):
+    """--tokenizer DIR plans with real token counts for a hub model that is not here; the hub is not asked."""
+    own = json.loads(glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--json").stdout)
+    out = glmtrain_subprocess(
+        "run", data, "--model", "THUDM/glm-4-9b-chat-hf", "--tokenizer", tokenizer_only, "--dry-run", "--json",
+        env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["tokens"] == own["tokens"] and plan["tokens"]["tokens"] > 0
+    assert plan["model"] == "THUDM/glm-4-9b-chat-hf" and plan["tokenizer"] == str(tokenizer_only)
+    assert "does not answer" not in out.stderr
+
+
+# ------------------------------------------------------------------------------- offline hub
+
+
+def test_an_unreachable_hub_fails_in_seconds(data, glmtrain_env):
+    """Without HF_HUB_OFFLINE, a hub that does not answer costs one probe, not a minute of retries."""
+    import time
+
+    started = time.monotonic()
+    out = glmtrain_subprocess(
+        "run", data, "--model", "no-such-org/no-such-model", "--dry-run",
+        env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"},  # connection refused: hub retries it
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert out.returncode == 2, out.stderr
+    assert "does not answer" in out.stderr and "there is no cached copy" in out.stderr
+    assert "hf download no-such-org/no-such-model --local-dir ./no-such-model" in out.stderr
+    assert "Traceback" not in out.stderr
+    print(f"unreachable hub: exit 2 after {elapsed:.1f} s")
+    assert elapsed < 30  # python start and imports; the hub's retries alone took about 50 s
+
+
+def test_an_unreachable_hub_uses_the_cached_copy(data, glmtrain_env, tokenizer_only, tmp_path):
+    """A model in the Hugging Face cache is used from there, found without the network."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--some-org--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tokenizer_only, snapshot)
+    (cache / "models--some-org--tiny" / "refs").mkdir()
+    (cache / "models--some-org--tiny" / "refs" / "main").write_text("0" * 40, encoding="utf-8")
+    for offline in ({"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}):
+        out = glmtrain_subprocess(
+            "run", data, "--model", "some-org/tiny", "--dry-run", "--json", env={"HF_HUB_CACHE": str(cache), **offline}
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["model_path"] == str(snapshot)
+        assert "using the cached copy of some-org/tiny" in out.stderr
+
+
+# ------------------------------------------------------------------------ schedule and words
+
+
+def _plan(data: Path, model: Path, *args: str) -> dict:
+    out = glmtrain_cli("run", data, "--model", model, "--dry-run", "--json", *map(str, args))
+    assert out.exit_code == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_a_short_run_logs_step_1_and_evaluates_once_at_its_first_checkpoint(tmp_path, tokenizer_only):
+    from glmtrain import train
+
+    data = write_jsonl(tmp_path / "train.jsonl", [chat_row(f"question {i}?", f"answer {i}.") for i in range(40)])
+    plan = _plan(data, tokenizer_only, "--max-steps", "5", "--eval-split", "20")
+    steps = plan["steps"]
+    # the default fractions (0.1) of 5 steps would evaluate and save at every step
+    assert (steps["total"], steps["save_every"], steps["eval_every"], steps["first_eval"]) == (5, 5, 5, 5)
+    assert steps["log_every"] == 5 and steps["log_first_step"]
+    # an evaluation reads no more rows than the 5 x 2 trained between two evaluations
+    assert plan["rows"]["held_out"] >= 15 and plan["rows"]["eval"] == 10
+    assert (
+        _plan(data, tokenizer_only, "--max-steps", "5", "--eval-split", "20", "--eval-rows", "0")["rows"]["eval"]
+        == plan["rows"]["held_out"]
+    )
+    assert (
+        _plan(data, tokenizer_only, "--max-steps", "5", "--eval-split", "20", "--eval-rows", "3")["rows"]["eval"] == 3
+    )
+    # a long run keeps the fractions; explicit steps are kept, and evaluation waits for the first checkpoint
+    long = _plan(data, tokenizer_only, "--max-steps", "600", "--eval-split", "20")["steps"]
+    assert (long["save_every"], long["eval_every"], long["log_every"]) == (60, 60, 10)
+    cfg = cfgmod.merge(
+        ("test", {"data": str(data), "model": str(tokenizer_only), "max_steps": 20, "eval_split": 20,
+                  "eval_steps": 2, "save_steps": 5, "tracker": "none"}),
+    )  # fmt: skip
+    from rich.console import Console
+
+    prep = train.prepare(cfg, Console(stderr=True, quiet=True))
+    assert prep.plan["steps"]["first_eval"] == 6
+    args = prep.args  # what the trainer gets
+    assert (args.eval_steps, args.save_steps, args.eval_delay, args.logging_steps) == (2, 5, 5, 10)
+    assert args.logging_first_step and args.eval_strategy == "steps"
+
+
+def test_the_plan_says_1_row_and_2_rows(tmp_path, tokenizer_only):
+    import io
+
+    from rich.console import Console
+
+    from glmtrain import train
+
+    data = write_jsonl(tmp_path / "two.jsonl", TRAIN_ROWS[:2])
+    plan = _plan(data, tokenizer_only, "--eval-split", "1", "--grad-accum", "1")
+    buffer = io.StringIO()
+    train.print_plan(plan, Console(file=buffer, width=300))
+    text = buffer.getvalue()
+    assert "1 row to train on, 1 held out" in text
+    assert "1 step (1 per epoch, 1 epoch)" in text and "accumulation x 1 process " in text
+    assert "0 rows truncated" in text and "evaluation  │ at the end (step 1) on 1 row " in text
+    for wrong in ("1 rows", "1 steps", "1 processes", "1 epochs"):
+        assert wrong not in text, wrong
+    many = _plan(write_jsonl(tmp_path / "many.jsonl", TRAIN_ROWS), tokenizer_only, "--eval-split", "0")
+    buffer = io.StringIO()
+    train.print_plan(many, Console(file=buffer, width=300))
+    assert "8 rows to train on, 0 held out" in buffer.getvalue() and "4 steps" in buffer.getvalue()
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [TRAIN_ROWS[0], TRAIN_ROWS[-1]])  # a chat row, a tool-call row
+    out = glmtrain_cli("run", mixed, "--model", tokenizer_only, "--dry-run", "--max-length", "100", "--eval-split", "0")
+    assert out.exit_code == 0, out.stderr
+    message = " ".join(out.stderr.split())
+    assert "cuts 1 of 2 training rows (50.0%)" in message
+    assert "; 1 row keeps no trained token and is dropped" in message

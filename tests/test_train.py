@@ -155,6 +155,26 @@ def test_tracker_none_writes_no_swanlab_directory(tmp_path, glmtrain_env, tiny_m
     assert not (tmp_path / "out" / "swanlog").exists()
 
 
+def test_a_short_run_logs_its_first_step_and_times_its_steps(tmp_path, glmtrain_env, tiny_model_dir):
+    """Logging every 10 steps, a 3-step run still logs the loss at step 1 (and the last step), and once
+    steps 2 and 3 are timed it says how long a step takes."""
+    import io
+
+    data = write_jsonl(tmp_path / "train.jsonl", CHAT_ROWS)
+    out = tmp_path / "out"
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=300)
+    summary = train_mod.run(
+        settings(data, out, eval_split=0, max_steps=4, logging_steps=10, gradient_accumulation_steps=1), console
+    )
+    state = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 4]
+    timing = json.loads((out / "plan.json").read_text(encoding="utf-8"))["timing"]
+    assert timing["timed_steps"] == [2, 3] and timing["remaining_steps"] == 1 and timing["seconds_per_step"] > 0
+    assert summary["seconds_per_step"] == timing["seconds_per_step"]
+    assert "s per step (steps 2 to 3); about" in buffer.getvalue() and "for the 1 step left" in buffer.getvalue()
+
+
 def test_allowed_template_mismatch_saves_the_training_template(tmp_path, tiny_model_dir):
     """With --allow-template-mismatch the saved tokenizer renders like training did, so inference matches."""
     import shutil
@@ -215,6 +235,7 @@ def test_resume_from_the_latest_checkpoint(trained, tmp_path):
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["resumed_from"].endswith("checkpoint-2")
+    assert f"resuming from {out / 'checkpoint-2'} (step 2)" in " ".join(result.stderr.split())
     assert summary["global_step"] == 4
     state = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
@@ -275,3 +296,79 @@ def test_chat_answers_and_shows_tool_calls_parsed(trained, tmp_path):
     real = ChatSession(model, tokenizer, tools=[WEATHER], max_new_tokens=4)
     text, _ = real.reply("hi")
     assert isinstance(text, str)
+
+
+# ----------------------------------------------------------------------------------- interruptions
+
+
+def test_an_interrupted_run_says_so_and_names_its_last_checkpoint(tmp_path, glmtrain_env, tiny_model_dir):
+    """SIGTERM after a checkpoint: exit 143, the step it stopped at and the checkpoint to resume from.
+    Ctrl-C (SIGINT) before any checkpoint: exit 130, and it says none was written. Both run at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_train_support import REPO
+
+    data = write_jsonl(tmp_path / "train.jsonl", CHAT_ROWS)
+    common = [
+        "run", data, "--model", "tiny-random", "--eval-split", "0", "--max-steps", "1000", "--logging-steps", "1",
+        "--tracker", "none", "--no-gradient-checkpointing", "--grad-accum", "1", "--set", "sft.disable_tqdm=true",
+    ]  # fmt: skip
+    env = {**os.environ, **glmtrain_env}
+    runs = {}
+    for name, save in (("term", "2"), ("int", "1000")):
+        log = (tmp_path / f"{name}.log").open("w")
+        args = [sys.executable, "-m", "glmtrain", *map(str, common), "--save-steps", save, "-o", str(tmp_path / name)]
+        runs[name] = (subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log), log)
+    try:
+        deadline = time.monotonic() + 240
+        waiting = {"term": tmp_path / "term" / "checkpoint-2" / "trainer_state.json", "int": tmp_path / "int.log"}
+        while waiting:
+            for name, path in list(waiting.items()):
+                proc = runs[name][0]
+                assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+                ready = path.exists() if name == "term" else "{'loss'" in path.read_text()  # training has started
+                if ready:
+                    proc.send_signal(signal.SIGTERM if name == "term" else signal.SIGINT)
+                    del waiting[name]
+            assert time.monotonic() < deadline, f"never got to {list(waiting)}"
+            time.sleep(0.05)
+        codes = {name: proc.wait(timeout=120) for name, (proc, _) in runs.items()}
+    finally:
+        for proc, log in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    term = " ".join((tmp_path / "term.log").read_text().split())
+    last, _ = train_mod.latest_checkpoint(tmp_path / "term")
+    assert codes["term"] == 143, term[-3000:]
+    assert last is not None and f"the last checkpoint is {last} (step " in term
+    assert "error: interrupted by SIGTERM at step " in term and "of 1000" in term
+    assert "--resume latest" in term and "Traceback" not in term
+    interrupted = " ".join((tmp_path / "int.log").read_text().split())
+    assert codes["int"] == 130, interrupted[-3000:]
+    assert "error: interrupted by SIGINT at step " in interrupted and "no checkpoint was written" in interrupted
+    assert not list((tmp_path / "int").glob("checkpoint-*"))
+
+
+def test_predictions_generated_in_one_batch_equal_one_at_a_time(trained, monkeypatch):
+    """The held-out prompts are answered in one left-padded batch; each answer is the one it gets alone."""
+    from glmdata.render import render
+    from glmtrain import callbacks
+    from glmtrain.callbacks import generate_replies, generate_reply
+    from glmtrain.merge import load_trained
+
+    model, tokenizer = load_trained(trained["out"])
+    # the tiny model answers with ids its byte tokenizer has no text for: compare the ids, and stop only
+    # on <|observation|> so that the answers are 6 tokens long
+    monkeypatch.setattr(type(tokenizer), "decode", lambda self, ids, **kwargs: " ".join(map(str, ids)))
+    monkeypatch.setattr(callbacks, "STOP_TOKENS", ("<|observation|>",))
+    prompts = [render(r["messages"][:-1], add_generation_prompt=True) for r in CHAT_ROWS[:3]]
+    prompts.append(render(EVAL_ROWS[0]["messages"][:2], add_generation_prompt=True))  # the longest, a tool prompt
+    batched = generate_replies(model, tokenizer, prompts, max_new_tokens=6)
+    alone = [generate_reply(model, tokenizer, p, max_new_tokens=6) for p in prompts]
+    print("answers:", alone)
+    assert batched == alone and len(batched) == 4 and all(alone)
