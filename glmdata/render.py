@@ -37,12 +37,14 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "END_OF_CHAT",
     "GENERATION_TEMPLATE",
+    "KNOWN_TEMPLATES",
     "NothingToTrain",
     "Rendered",
     "Template",
     "TemplateError",
     "TrainOn",
     "install_template",
+    "known_template",
     "load_template",
     "render",
     "render_spans",
@@ -53,6 +55,12 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = "glm-4-9b-chat"
 #: Name of the packaged training variant: same bytes, plus ``{% generation %}`` markers.
 GENERATION_TEMPLATE = "glm-4-9b-chat.generation"
+#: Official templates packaged by name, each with its training variant (same bytes, ``{% generation %}``
+#: markers): v1 "名为 ChatGLM 的" (the default), v2 "名为 GLM-4 的" (glm-4-9b-chat's tokenizer_config.json).
+KNOWN_TEMPLATES: dict[str, str] = {
+    "glm-4-9b-chat": "glm-4-9b-chat.generation",
+    "glm-4-9b-chat-v2": "glm-4-9b-chat-v2.generation",
+}
 #: Appended after the conversation in training text: the official demo's "EOS for chat" (151336).
 END_OF_CHAT = "<|user|>"
 
@@ -107,7 +115,8 @@ def load_template(source: str | Path | Template | None = None) -> Template:
 
     ``source`` may be:
     - ``None``: the packaged default, glm-4-9b-chat's official template (``DEFAULT_TEMPLATE``);
-    - the name of a packaged template (``"glm-4-9b-chat"``, ``"glm-4-9b-chat.generation"``);
+    - the name of a packaged template (``"glm-4-9b-chat"``, ``"glm-4-9b-chat-v2"``, or either's
+      training variant, the name with ``.generation``: see ``KNOWN_TEMPLATES``);
     - a template file (``.jinja`` or any text file);
     - a ``tokenizer_config.json`` whose ``chat_template`` is a string or a list of
       ``{"name", "template"}`` (the ``default`` entry is used, or the only one);
@@ -135,6 +144,17 @@ def load_template(source: str | Path | Template | None = None) -> Template:
         f"no chat template at {str(source)!r}: no such file or directory; pass a .jinja file, "
         f"a tokenizer_config.json, a tokenizer directory, or a packaged template ({packaged})"
     )
+
+
+def known_template(template: str | Template) -> str | None:
+    """The name of the official template whose exact text this is (or its training variant's text),
+    compared character for character as TRL compares templates; ``None`` for any other text.
+    ``KNOWN_TEMPLATES[name]`` names the training variant of a known template."""
+    text = template.text if isinstance(template, Template) else template
+    for name, training in KNOWN_TEMPLATES.items():
+        if text in (_packaged(name).text, _packaged(training).text):
+            return name
+    return None
 
 
 def _is_packaged_name(name: str) -> bool:
@@ -203,18 +223,21 @@ def install_template(
     Writes ``chat_template.jinja`` (which transformers loads in preference to
     ``tokenizer_config.json``). If ``tokenizer_config.json`` also carries a ``chat_template``, that
     copy is replaced by the same text, so older loaders see the same template; otherwise the
-    config is left untouched. ``template`` defaults to the packaged training variant
-    (``training=True``, with ``{% generation %}`` markers, for ``return_assistant_tokens_mask`` /
-    TRL ``assistant_only_loss``) or the plain official template (``training=False``). Both render
+    config is left untouched. ``template`` defaults to glm-4-9b-chat's (v1; pass
+    ``"glm-4-9b-chat-v2"`` for v2); a known template (``known_template``) is written as its
+    training variant (``training=True``, with ``{% generation %}`` markers, for
+    ``return_assistant_tokens_mask`` / TRL ``assistant_only_loss``) or as the plain official
+    template (``training=False``). Both render
     the same bytes, so a model trained with one is served correctly by the other. Returns the
     path of ``chat_template.jinja``.
     """
     directory = Path(tokenizer_dir).expanduser()
     if not directory.is_dir():
         raise TemplateError(f"cannot install chat template: {directory} is not a directory")
-    if template is None:
-        template = GENERATION_TEMPLATE if training else DEFAULT_TEMPLATE
-    text = load_template(template).text
+    text = load_template(DEFAULT_TEMPLATE if template is None else template).text
+    name = known_template(text)  # a known template is written as the variant asked for
+    if name is not None:
+        text = load_template(KNOWN_TEMPLATES[name] if training else name).text
     target = directory / "chat_template.jinja"
     target.write_text(text, encoding="utf-8", newline="")
     config_path = directory / "tokenizer_config.json"

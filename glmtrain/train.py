@@ -256,10 +256,13 @@ class TemplateCheck:
 
 def training_template(cfg: TrainConfig, tokenizer):
     """The template glmdata renders the training rows with (``--template``)."""
-    from glmdata.render import DEFAULT_TEMPLATE, Template, TemplateError, load_template
+    from glmdata.render import DEFAULT_TEMPLATE, Template, TemplateError, known_template, load_template
 
     if cfg.template == "glmdata":
-        return load_template(DEFAULT_TEMPLATE)
+        # the model's own template when it is one glmdata knows (glm-4-9b-chat ships two variants)
+        own = getattr(tokenizer, "chat_template", None)
+        known = known_template(own) if isinstance(own, str) else None
+        return load_template(known or DEFAULT_TEMPLATE)
     if cfg.template == "model":
         if not tokenizer.chat_template:
             raise GlmtrainError(

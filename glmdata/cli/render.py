@@ -51,8 +51,8 @@ def render(
         str | None,
         typer.Option(
             "--template",
-            help="Chat template: a .jinja file, a tokenizer_config.json or a tokenizer directory. "
-            "Default: glm-4-9b-chat's.",
+            help="Chat template: a packaged name (glm-4-9b-chat, glm-4-9b-chat-v2, NAME.generation), a .jinja "
+            "file, a tokenizer_config.json or a tokenizer directory. Default: glm-4-9b-chat's.",
         ),
     ] = None,
     train_on: Annotated[
@@ -104,7 +104,7 @@ def render(
         ours = common.chat_template(template)
         selection = Selection(file, options, row, rows, all_rows)
         if check_template:
-            return compare_templates(selection, ours, check_template)
+            return compare_templates(selection, ours, check_template, chosen=template is not None)
         return render_rows(selection, ours, raw, generation_prompt, train, tokens, tokenizer, max_length)
 
     common.run(body, stdout=check_template is None)
@@ -330,16 +330,30 @@ def _token_table(
     )
 
 
-def compare_templates(selection: Selection, ours: Template, tokenizer_dir: str) -> int:
+def compare_templates(selection: Selection, ours: Template, tokenizer_dir: str, chosen: bool = False) -> int:
     """Render the selected rows (default: all) with our template and the tokenizer's; report the
-    first difference (exit 1)."""
-    from glmdata.render import TemplateError, load_template
+    first difference (exit 1). A tokenizer template that is a known one (``known_template``) is
+    named, and checked against our copy of it unless ``--template`` was ``chosen``."""
+    from glmdata.render import KNOWN_TEMPLATES, TemplateError, known_template, load_template
     from glmdata.render import render as render_text
 
     try:
         theirs = load_template(tokenizer_dir)
     except TemplateError as exc:
         raise common.UserError(f"--check-template {tokenizer_dir}: {exc}") from None
+    name = known_template(theirs)
+    if name is None:
+        common.err.print(
+            escape(
+                f"{theirs.origin} is not a known template (known: {', '.join(KNOWN_TEMPLATES)}); "
+                "comparing with " + ("--template" if chosen else f"the default, {ours.origin}") + ". "
+                "Choose the model's template with --template NAME"
+            )
+        )
+    else:
+        common.err.print(escape(f"{theirs.origin} is the known template {name}"))
+        if not chosen:
+            ours = load_template(name)
     selected, what = selection.results(default_all=True)
     checked = 0
     for result in selected:
