@@ -108,6 +108,8 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat warnings as err
 DedupeOpt = Annotated[bool, typer.Option("--dedupe", help="Drop exact duplicate rows (counted as deduplicated).")]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write the summary as JSON to this file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+TemplateOpt = Annotated[str | None, typer.Option("--template", help="Chat template (default glm-4-9b-chat's).")]
+TrainOnOpt = Annotated[str, typer.Option("--train-on", help="assistant, all or last (see `glmdata render`).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
 WorkersOpt = Annotated[
     int,

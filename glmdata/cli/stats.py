@@ -28,13 +28,11 @@ def stats(
         int | None,
         typer.Option("--max-length", help="Report how many rows and trained tokens this length would cut."),
     ] = None,
-    train_on: Annotated[
-        str, typer.Option("--train-on", help="assistant, all or last (see `glmdata render`).")
-    ] = "assistant",
+    train_on: common.TrainOnOpt = "assistant",
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write the length histogram as a PNG (needs matplotlib).")
     ] = None,
-    template: Annotated[str | None, typer.Option("--template", help="Chat template (default glm-4-9b-chat's).")] = None,
+    template: common.TemplateOpt = None,
     from_format: common.FromOpt = None,
     call_style: common.StyleOpt = common.CallStyle.native,
     as_json: common.JsonOpt = False,

@@ -23,10 +23,8 @@ def tokenize(
     input: common.InputArg,
     tokenizer: Annotated[str, typer.Option("--tokenizer", help="Local tokenizer directory of the model.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Output Parquet file.")] = "train.parquet",
-    template: Annotated[str | None, typer.Option("--template", help="Chat template (default glm-4-9b-chat's).")] = None,
-    train_on: Annotated[
-        str, typer.Option("--train-on", help="assistant, all or last (see `glmdata render`).")
-    ] = "assistant",
+    template: common.TemplateOpt = None,
+    train_on: common.TrainOnOpt = "assistant",
     max_length: Annotated[
         int | None, typer.Option("--max-length", help="Cut each row to this many tokens, as training does.")
     ] = None,
