@@ -1131,6 +1131,20 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, -1))  # -1: never trim
 
 
+def end_process_group() -> None:
+    """Under a launcher: wait until every process has finished, then close the process group.
+
+    A process that exits with the group still open leaves gloo's worker threads to the interpreter's
+    shutdown, which aborts it (``terminate called without an active exception``, SIGABRT), and the
+    launcher then reports the whole run as failed.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def train(prep: Prepared, console, checked: tuple[str | None, str | None] | None = None) -> dict[str, Any]:
     """Load the weights, train, and save adapter, tokenizer, config, data report and predictions.
 
@@ -1188,6 +1202,7 @@ def train(prep: Prepared, console, checked: tuple[str | None, str | None] | None
             trainer.save_state()
             if trainer.is_world_process_zero():
                 save_tokenizer_template(prep, out)
+            end_process_group()
         except KeyboardInterrupt as stop:
             raise interrupted(stop, prep, trainer.state.global_step if trainer is not None else None) from None
         finally:
