@@ -5,6 +5,8 @@ A row is ``{"messages": [Message, ...]}``. Tools live on the system message, as 
 finetune README requires, in the OpenAI ``{"type": "function", "function": {...}}`` shape that the
 chat template renders. A native tool call is an assistant message whose ``metadata`` is the tool
 name and whose ``content`` is the arguments as JSON (rendered ``<|assistant|>name\\n{...}``).
+An assistant message may carry ``reasoning``: each template family renders it in its own way
+(GLM-4.5's ``<think>`` block) or, without a slot for it, as the ``--reasoning`` choice says.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class Message(BaseModel):
     content: str
     tools: list[Tool] | None = Field(default=None, description="only on the system message")
     metadata: str | None = Field(default=None, description="tool name of a native tool call")
+    reasoning: str | None = Field(
+        default=None,
+        description="assistant only: the reasoning that comes before the content or call (GLM-4.5's <think> block)",
+    )
     loss: bool | None = Field(default=None, description="train on this message or not (overrides the role default)")
 
 
@@ -81,6 +87,7 @@ class MessageDict(TypedDict):
     content: str
     tools: NotRequired[list[ToolDict]]
     metadata: NotRequired[str]
+    reasoning: NotRequired[str]
     loss: NotRequired[bool]
 
 
