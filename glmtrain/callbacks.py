@@ -3,8 +3,8 @@
 SwanLab logging itself is SwanLab's own transformers integration; this module only picks its mode
 (cloud when logged in, offline otherwise) so a run never stops at a login prompt. The prediction
 callback is what the GLM-4 tutorials do by hand in ``on_save``: generate answers for a few held-out
-prompts at each evaluation, log them next to the references, and for tool calls say whether the
-predicted call (tool name and arguments) matches.
+prompts at each evaluation, log them next to the references, and score them with ``glmtrain eval``'s
+scoring (tool-call accuracy, answer match), logged with the evaluation's metrics.
 """
 
 from __future__ import annotations
@@ -149,27 +149,25 @@ def _active_swanlab():
 def parse_tool_call(text: str) -> dict[str, Any] | None:
     """Parse GLM-4's native tool-call output, ``NAME\\n{json arguments}``; ``None`` for a plain answer.
 
-    A plain answer starts with the newline the template puts after ``<|assistant|>``; a call has the
-    tool name on that line instead.
+    ``glmdata.calls.parse_turn`` in the glm-4-9b-chat format; a call whose arguments do not parse is
+    ``{"name", "arguments": None, "raw"}``.
     """
-    if not text or text.startswith("\n"):
+    from glmdata.calls import parse_turn
+
+    turn = parse_turn(text, "glm-4-9b-chat")
+    if turn.calls:
+        return {"name": turn.calls[0].name, "arguments": turn.calls[0].arguments}
+    if turn.error is None:
         return None
-    name, sep, rest = text.partition("\n")
-    name = name.strip()
-    if not sep or not name or " " in name:
-        return None
-    try:
-        arguments = json.loads(rest.strip())
-    except json.JSONDecodeError:
-        return {"name": name, "arguments": None, "raw": rest}
-    return {"name": name, "arguments": arguments}
+    name, _, rest = text.partition("\n")
+    return {"name": name.strip(), "arguments": None, "raw": rest}
 
 
 def compare_calls(predicted: dict[str, Any] | None, reference: dict[str, Any]) -> dict[str, bool]:
     """Whether a predicted call matches the reference: tool name, arguments (as JSON values), both."""
-    name = predicted is not None and predicted["name"] == reference["name"]
-    args = predicted is not None and predicted.get("arguments") == reference["arguments"]
-    return {"name_match": name, "arguments_match": args, "call_match": name and args}
+    from glmtrain.evaluate import compare_call
+
+    return compare_call(predicted, reference)
 
 
 @dataclass
@@ -182,20 +180,16 @@ class PredictionSample:
 
     @property
     def reference_call(self) -> dict[str, Any] | None:
-        if not self.reference.get("metadata"):
-            return None
-        try:
-            arguments = json.loads(self.reference["content"])
-        except json.JSONDecodeError:
-            arguments = self.reference["content"]
-        return {"name": self.reference["metadata"], "arguments": arguments}
+        from glmtrain.evaluate import reference_call
+
+        return reference_call(self.reference)
 
     @property
     def reference_text(self) -> str:
         """The reference as written in the predictions: ``NAME\\n{arguments}`` for a call, else the text."""
-        if self.reference.get("metadata"):
-            return f"{self.reference['metadata']}\n{self.reference['content']}"
-        return self.reference["content"]
+        from glmtrain.evaluate import reference_text
+
+        return reference_text(self.reference)
 
 
 def prediction_samples(rows: list[MessagesRow], limit: int) -> list[PredictionSample]:
@@ -213,32 +207,46 @@ def prediction_samples(rows: list[MessagesRow], limit: int) -> list[PredictionSa
 
 
 class PredictionCallback(TrainerCallback):
-    """At each evaluation, generate answers for held-out prompts; log them to SwanLab and a JSONL file.
+    """At each evaluation, generate answers for held-out prompts, score them as ``glmtrain eval``
+    does, and log the answers (SwanLab panel, JSONL file) and the scores (the trainer's metrics).
 
-    Prompts are rendered with glmdata, the same renderer the training rows went through. Under
-    DeepSpeed ZeRO-3 or FSDP every rank must take part in generation (``synced_gpus``); only the main
+    Prompts are rendered with glmdata, the same renderer the training rows went through, and
+    answers are read in the call format of that template's family. The scores
+    (``glmtrain.evaluate.log_metrics``: ``eval_tool_call_exact``, ``eval_answer_char_f1``, ...) join
+    the evaluation's metrics (what ``Trainer.evaluate`` returns, so ``metric_for_best_model`` can
+    name them), the trainer state's log history, and SwanLab (as ``eval/...``). Under DeepSpeed
+    ZeRO-3 or FSDP every rank must take part in generation (``synced_gpus``); only the main
     process writes.
     """
 
     def __init__(self, samples: list[PredictionSample], path: Path, *, max_new_tokens: int = 256, template=None):
+        from glmtrain.evaluate import DEFAULT_FAMILY, template_family
+
         self.samples = samples
         self.path = Path(path)
         self.max_new_tokens = max_new_tokens
         self.template = template  # the training template (glmdata's default when None)
+        self.family = (template_family(template) if template is not None else None) or DEFAULT_FAMILY
+        self.metrics: dict[str, float] = {}  # the last evaluation's scores
 
-    def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
+    def on_evaluate(self, args, state, control, model=None, processing_class=None, metrics=None, **kwargs):
         if not self.samples or model is None or processing_class is None:
             return
         sharded = _sharded_parameters(args)
         if not sharded and not state.is_world_process_zero:
             return
         records = self.predict(model, processing_class, step=state.global_step, synced_gpus=sharded)
+        if metrics is not None:
+            metrics.update(self.metrics)
         if state.is_world_process_zero:
+            if self.metrics:
+                state.log_history.append({**self.metrics, "epoch": state.epoch, "step": state.global_step})
             self._write(records, state.global_step)
 
     def predict(self, model, tokenizer, *, step: int = 0, synced_gpus: bool = False) -> list[dict[str, Any]]:
-        """Generate greedily for every sample and compare with its reference."""
+        """Generate greedily for every sample, score it against its reference (``self.metrics``: the summary)."""
         from glmdata.render import render
+        from glmtrain.evaluate import compare_call, declared_tools, log_metrics, score_turn, summarize, turn_record
 
         was_training = model.training
         model.eval()
@@ -248,27 +256,34 @@ class PredictionCallback(TrainerCallback):
             answers = generate_replies(
                 model, tokenizer, prompts, max_new_tokens=self.max_new_tokens, synced_gpus=synced_gpus
             )
-            for sample, answer in zip(self.samples, answers):
-                predicted = parse_tool_call(answer)
-                record: dict[str, Any] = {
-                    "step": step,
-                    "index": sample.index,
-                    "prompt": sample.prompt,
-                    "reference": sample.reference_text,
-                    # an answer starts with the newline after <|assistant|>; a call with the tool name
-                    "answer": answer if predicted is not None else answer.removeprefix("\n"),
-                }
-                ref_call = sample.reference_call
-                if ref_call is not None:
-                    record["tool_call"] = {
-                        "reference": ref_call,
-                        "predicted": predicted,
-                        **compare_calls(predicted, ref_call),
-                    }
-                records.append(record)
         finally:
             if was_training:
                 model.train()
+        scores = []
+        for sample, answer in zip(self.samples, answers):
+            score, turn = score_turn(sample.reference, answer, self.family, declared_tools(sample.prompt))
+            scores.append(score)
+            record: dict[str, Any] = {
+                "step": step,
+                "index": sample.index,
+                "prompt": sample.prompt,
+                "reference": sample.reference_text,
+                # an answer starts with the newline after <|assistant|>; a call with the tool name
+                "answer": answer if turn.has_call else answer.removeprefix("\n"),
+                "parsed": turn_record(turn),
+                "score": score,
+            }
+            ref_call = sample.reference_call
+            if ref_call is not None:
+                first = turn.calls[0] if turn.calls else None
+                predicted = {"name": first.name, "arguments": first.arguments} if first else None
+                record["tool_call"] = {
+                    "reference": ref_call,
+                    "predicted": predicted,
+                    **compare_call(predicted, ref_call),
+                }
+            records.append(record)
+        self.metrics = log_metrics(summarize(scores))
         return records
 
     def _write(self, records: list[dict[str, Any]], step: int) -> None:
@@ -279,7 +294,6 @@ class PredictionCallback(TrainerCallback):
         swanlab = _active_swanlab()
         if swanlab is None:
             return
-        calls = [r["tool_call"] for r in records if "tool_call" in r]
         logs: dict[str, Any] = {
             "predictions": [
                 swanlab.Text(
@@ -289,9 +303,9 @@ class PredictionCallback(TrainerCallback):
                 for r in records
             ]
         }
-        if calls:
-            logs["eval/tool_call_match"] = sum(c["call_match"] for c in calls) / len(calls)
-            logs["eval/tool_name_match"] = sum(c["name_match"] for c in calls) / len(calls)
+        # SwanLab's transformers integration names eval_X as eval/X; the scores come after its own
+        # on_evaluate, so they are logged here, under the same names
+        logs.update({"eval/" + key.removeprefix("eval_"): value for key, value in self.metrics.items()})
         swanlab.log(logs, step=step)
 
 
