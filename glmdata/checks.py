@@ -76,6 +76,9 @@ def check_row(row: MessagesRow, calls: Mapping[int, dict] | None = None) -> list
             check(context)
     for check in _TEXT_CHECKS:
         check(context)
+    if context.reasoning:
+        for check in _REASONING_CHECKS:
+            check(context)
     if context.calls:
         for check in _CALL_CHECKS:
             check(context)
@@ -93,7 +96,18 @@ class _Row:
     its texts in one string (a C-speed scan of it spares most rows a look at each message), the
     tools it declares, its tool calls; and the findings so far."""
 
-    __slots__ = ("blank_systems", "calls", "contents", "declared", "found", "messages", "roles", "text", "tools")
+    __slots__ = (
+        "blank_systems",
+        "calls",
+        "contents",
+        "declared",
+        "found",
+        "messages",
+        "reasoning",
+        "roles",
+        "text",
+        "tools",
+    )
 
     def __init__(self, row: MessagesRow, parsed: Mapping[int, dict]):
         self.messages = messages = row["messages"]
@@ -109,7 +123,9 @@ class _Row:
         #: system messages with tools and content "": they only carry the tools, as they should
         self.blank_systems = 0
         self.found: list[tuple[int, Issue]] = []
-        names = []  # metadata, for `text`
+        #: message index -> its reasoning
+        self.reasoning: dict[int, str] = {}
+        names = []  # metadata and reasoning, for `text`
         for i, message in enumerate(messages):
             if "tools" in message:
                 for k, tool in enumerate(message["tools"] or ()):
@@ -125,6 +141,9 @@ class _Row:
                 names.append(metadata)
             if roles[i] != "assistant":
                 continue
+            if "reasoning" in message:
+                self.reasoning[i] = message["reasoning"]
+                names.append(message["reasoning"])
             # a call as tool_call() finds it, with its arguments parsed
             if metadata:  # native: the name in metadata, the arguments as JSON text in content
                 arguments, text, not_json = parsed.get(i), contents[i], None
@@ -210,7 +229,10 @@ def _special_token(row: _Row) -> None:
     if not _may_hold_special(row.text):
         return
     for i, message in enumerate(row.messages):
-        for field, text in (("content", message["content"]), ("metadata", message.get("metadata"))):
+        fields = [("content", message["content"]), ("metadata", message.get("metadata"))]
+        if i in row.reasoning:
+            fields.append(("reasoning", row.reasoning[i]))
+        for field, text in fields:
             found = SPECIAL_TOKEN_RE.search(text) if text else None
             if found:
                 what = f"contains the special token {found.group()} at char {found.start()}"
@@ -284,6 +306,23 @@ def _oversized_or_whitespace_content(row: _Row) -> None:
                 f"messages[{i}].content",
                 f"{blank:,} of {len(content):,} characters are whitespace",
             )
+
+
+# ---------------------------------------------------------------------------------------- reasoning
+
+
+def _think_tag_in_reasoning(row: _Row) -> None:
+    """A ``<think>`` or ``</think>`` inside reasoning: GLM-4.5 renders the reasoning between those
+    tags, so one inside ends the block early or nests another (the model would learn either)."""
+    for i, text in row.reasoning.items():
+        for tag in ("</think>", "<think>"):
+            at = text.find(tag)
+            if at >= 0:
+                what = (
+                    f"reasoning contains {tag} at char {at}: it would end (or nest) the <think> block it is rendered in"
+                )
+                row.add(i, "bad-reasoning", f"messages[{i}].reasoning", what)
+                break
 
 
 # ---------------------------------------------------------------------------------------- calls
@@ -383,6 +422,7 @@ _TEXT_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _oversized_or_whitespace_content,
     _observation_without_call,
 )
+_REASONING_CHECKS: tuple[Callable[[_Row], None], ...] = (_think_tag_in_reasoning,)
 _CALL_CHECKS: tuple[Callable[[_Row], None], ...] = (
     _call_roundtrip,
     _arguments_not_object,

@@ -31,6 +31,8 @@ from glmdata.repairs import REPAIRS, Fixer, strip_nulls
 from glmdata.result import Result
 
 CallStyle = Literal["native", "json"]
+ReasoningPolicy = Literal["text", "drop", "reject"]
+REASONING_POLICIES: tuple[str, ...] = ("text", "drop", "reject")
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,24 @@ class Options:
     disabled_repairs: frozenset[str] = frozenset()
     strict: bool = False
     dedupe: bool = False
+    #: a template family (``glmdata.families.FAMILIES``): rows are written in the shape its template
+    #: reads (``template_input``); None: the internal rows as they are
+    template: str | None = None
+    #: reasoning for a family with no slot for it: kept as text, dropped, or the row rejected
+    reasoning: ReasoningPolicy = "text"
 
     def __post_init__(self) -> None:
         if self.call_style not in ("native", "json"):
             raise ValueError(f"call_style must be 'native' or 'json', not {self.call_style!r}")
+        if self.reasoning not in REASONING_POLICIES:
+            raise ValueError(f"reasoning must be one of {', '.join(REASONING_POLICIES)}, not {self.reasoning!r}")
+        if self.template is not None:
+            from glmdata.families import FAMILIES, family_of
+
+            family = family_of(self.template)
+            if family is None:
+                raise ValueError(f"unknown template family {self.template!r}; known: {', '.join(FAMILIES)}")
+            object.__setattr__(self, "template", family.name)
         unknown = sorted(set(self.disabled_repairs) - set(REPAIRS))
         if unknown:
             raise ValueError(f"unknown repair {', '.join(unknown)}; known repairs: {', '.join(REPAIRS)}")
@@ -65,7 +81,10 @@ class Options:
 def convert_row(
     value: Any, options: Options = Options(), *, index: int = 0, line: int | None = None, raw: bytes | None = None
 ) -> Result:
-    """Convert one parsed row. Never raises for bad data: problems are in ``result.issues``."""
+    """Convert one parsed row. Never raises for bad data: problems are in ``result.issues``.
+
+    With ``options.template``, a kept row's ``result.encoded`` (what is written) is in the shape
+    that family's template reads, and ``result.row`` stays the internal row."""
     result = Result(index, line, raw if raw is not None else b"")
     if not isinstance(value, dict):
         kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
@@ -96,7 +115,17 @@ def convert_row(
     result.rejected = result.row is None or (
         bool(result.issues) and (options.strict or any(i.severity == "error" for i in result.issues))
     )
+    if not result.rejected and (options.template is not None or _has_reasoning(result.row)):
+        from glmdata.families import DEFAULT_FAMILY, FAMILIES
+
+        # without --template the output is glm-4-9b-chat's shape: reasoning goes as --reasoning says
+        family = FAMILIES[options.template] if options.template is not None else DEFAULT_FAMILY
+        shape_for_template(result, family, options)
     return result
+
+
+def _has_reasoning(row: MessagesRow | None) -> bool:
+    return row is not None and any("reasoning" in message for message in row["messages"])
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -151,6 +180,55 @@ def convert_records(records: Iterable[Record], options: Options = Options()) -> 
     return _with_duplicates(_keyed(_convert_record(record, options) for record in records), options)
 
 
+def shape_for_template(result: Result, family: Any, options: Options) -> Result:
+    """Rewrite a kept ``result``'s bytes as ``family``'s template input (``glmdata.families.
+    template_input``). For a family with no reasoning slot, each assistant reasoning is written
+    into the content (repair ``reasoning-as-text``), dropped (``reasoning-dropped``), or rejects
+    the row (``reasoning-without-slot``), as ``options.reasoning`` says."""
+    from glmdata.families import template_input
+
+    if result.rejected or result.row is None:
+        return result
+    row = result.row
+    if not family.reasoning:
+        reasoned = [i for i, message in enumerate(row["messages"]) if "reasoning" in message]
+        if reasoned and not _reasoning_policy(result, family, reasoned, options):
+            return result
+    try:
+        shaped = template_input(row, family, reasoning="drop" if options.reasoning == "drop" else "text")
+        result.encoded = _encode(shaped)  # type: ignore[arg-type] # a template's input, not a MessagesRow
+    except (ValueError, RowError) as exc:  # the checks reject what either raises: not expected on kept rows
+        issues = exc.issues if isinstance(exc, RowError) else [Issue("arguments-not-object", "messages", str(exc))]
+        result.issues.extend(issues)
+        result.rejected = True
+    return result
+
+
+def _reasoning_policy(result: Result, family: Any, reasoned: list[int], options: Options) -> bool:
+    """Apply ``--reasoning`` to a row whose messages ``reasoned`` have reasoning; False when that
+    rejects the row."""
+    if options.reasoning == "reject":
+        for i in reasoned:
+            result.issues.append(
+                Issue(
+                    "reasoning-without-slot",
+                    f"messages[{i}].reasoning",
+                    f"the {family.name} template has no slot for reasoning (--reasoning reject)",
+                )
+            )
+        result.rejected = True
+        return False
+    name = "reasoning-as-text" if options.reasoning == "text" else "reasoning-dropped"
+    if name in options.disabled_repairs:
+        where = f"messages[{reasoned[0]}].reasoning"
+        what = f"reasoning for the {family.name} template, which has no slot for it; the {name} repair is switched off"
+        result.issues.append(Issue("disabled-repair", where, what))
+        result.rejected = True
+        return False
+    result.repairs.extend((name, f"messages[{i}].reasoning") for i in reasoned)
+    return True
+
+
 def _convert_record(record: Record, options: Options) -> Result:
     if record.error is not None:
         return Result(record.index, record.line, record.raw, issues=[record.error], rejected=True)
@@ -165,11 +243,12 @@ def convert_file(
     ``workers`` > 1 converts in that many worker processes, batches of rows in order; the results
     and the bytes written are the same as with one. ``decode=False`` (with workers) leaves
     ``result.row`` None and only ``result.encoded`` set, sparing the decoding when only the bytes
-    are needed. Raises :class:`glmdata.io.InputError` when the file cannot be opened at all.
+    are needed (with ``options.template`` always: the bytes are the template's input, not a
+    row). Raises :class:`glmdata.io.InputError` when the file cannot be opened at all.
     """
     if workers <= 1:
         return convert_records(read_records(path), options)
-    return _with_duplicates(_in_workers(path, options, workers, decode), options)
+    return _with_duplicates(_in_workers(path, options, workers, decode and options.template is None), options)
 
 
 # A batch for a worker: a block of whole JSONL lines of about BLOCK_BYTES, or up to BATCH rows of
@@ -409,7 +488,8 @@ def _with_duplicates(results: Iterator[tuple[Result, int]], options: Options) ->
 def convert_batch(batch: dict[str, list], options: Options | None = None, **option_values: Any) -> dict[str, list]:
     """Convert a ``datasets`` batch (column -> values); for ``Dataset.map(batched=True, num_proc=N)``.
 
-    Returns three new columns: ``glm_json`` (the converted row as JSON text, empty when rejected;
+    Returns three new columns: ``glm_json`` (the converted row as JSON text, in ``options.template``'s
+    shape when given, empty when rejected;
     text because Arrow would merge message structs across rows and inject nulls again), ``glm_ok``
     and ``glm_issues`` (JSON list of issues). Duplicates are not detected across batches.
     """

@@ -33,6 +33,17 @@ CODES: dict[str, tuple[Severity, str]] = {
         "set the result's tool_call_id to the id of the call it answers, in the assistant message right before it",
     ),
     "disabled-repair": ("error", "enable the repair (drop --no-repair) or fix the data by hand"),
+    "misplaced-reasoning": ("error", "give reasoning only to assistant messages (the turn that reasons), or remove it"),
+    "bad-reasoning": (
+        "error",
+        "write the reasoning once, in the message's reasoning field or as <think>...</think> at the start of its "
+        "content, with no <think> or </think> inside it",
+    ),
+    "reasoning-without-slot": (
+        "error",
+        "the chosen template has no reasoning slot: pass --reasoning text (into the content) or --reasoning drop, "
+        "or a --template with reasoning (glm-4.5, glm-4.6)",
+    ),
     # checks on the converted conversation (errors)
     "empty-content": ("error", "give the message text or remove it; the GLM-4 template silently drops empty messages"),
     "no-assistant": ("error", "add an assistant reply; a row with nothing to learn from trains nothing"),

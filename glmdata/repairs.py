@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -26,12 +27,24 @@ REPAIRS: dict[str, str] = {
     "duplicate-tools": "removed a second, identical declaration of a tool",
     "bare-tool": "wrapped a bare {name, description, parameters} tool as {type: function, function: {...}}",
     "example-tool-schema": "inferred a parameter schema from example values ({name, args} / {func_call, parameters})",
+    "python-schema-types": 'rewrote tool schema types written as Python names ("dict", "str", "int", "float", "bool", '
+    '"list", "tuple", "List[str]", "str, optional", "any") as JSON Schema types',
+    "bare-properties": "wrapped tool parameters given as a bare map of property schemas (xLAM) in "
+    '{"type": "object", "properties": ...}',
+    "required-outside-parameters": "moved a tool's required list written beside its parameters into them",
     "python-literal-args": "rewrote call arguments written as Python literals (single quotes, True/None) as JSON",
     "arguments-json-string": "parsed call arguments given as a JSON string into an object",
     "role-alias": "mapped a role alias or typo (human, users, gpt, bot, tool, function, case, spaces) to its role",
     "function-call": "turned a function call turn into an assistant tool call",
     "tools-to-system": "attached tools to the system message (created with empty content if missing)",
     "call-style": "rewrote a tool call in the chosen --call-style",
+    "bundled-tool-results": "split one tool message holding the results of several parallel calls (a JSON list of "
+    "{name, content}, in the calls' order) into one result per call",
+    "think-tags": "moved <think>...</think> at the start of an assistant message's content into its reasoning",
+    "reasoning-as-text": "wrote an assistant message's reasoning into its content, for a template with no "
+    "reasoning slot (--reasoning text)",
+    "reasoning-dropped": "dropped an assistant message's reasoning, for a template with no reasoning slot "
+    "(--reasoning drop)",
 }
 
 CallStyle = str  # "native" | "json"
@@ -273,7 +286,12 @@ def normalize_tools(value: Any, fx: Fixer, path: str) -> list[ToolDict] | None:
 
 
 def _is_schema(parameters: Any) -> bool:
-    return isinstance(parameters, dict) and (not parameters or "type" in parameters or "properties" in parameters)
+    if not isinstance(parameters, dict):
+        return False
+    if not parameters or "properties" in parameters:
+        return True
+    # a property named "type" in a bare map of properties (its value a schema, not a type name)
+    return "type" in parameters and not (type(parameters["type"]) is dict and _is_properties_map(parameters))
 
 
 def normalize_tool(tool: Any, fx: Fixer, path: str) -> ToolDict:
@@ -312,7 +330,17 @@ def _function(function: dict, fx: Fixer, path: str) -> FunctionDict:
         examples = function.pop("args")
         function["parameters"] = _infer_schema(examples, fx, f"{path}.args")
     elif "parameters" in function and not _is_schema(function["parameters"]):
-        function["parameters"] = _infer_schema(function["parameters"], fx, f"{path}.parameters")
+        parameters = function["parameters"]
+        if _is_properties_map(parameters):
+            fx.apply("bare-properties", f"{path}.parameters", "parameters are a bare map of property schemas")
+            function["parameters"] = {"type": "object", "properties": parameters}
+        else:
+            function["parameters"] = _infer_schema(parameters, fx, f"{path}.parameters")
+    if "required" in function and type(function["required"]) is list:
+        _move_required(function, fx, path)
+    parameters = function.get("parameters")
+    if type(parameters) is dict and parameters and _has_foreign_types(parameters):
+        function["parameters"] = _json_types(parameters, fx, f"{path}.parameters")
     if not _plainly_function(function):
         validate(_FUNCTION, function, path)  # e.g. a description that is not text: rejected with its path
     return function  # type: ignore[return-value] # checked just above: a FunctionDict with any extra keys
@@ -348,3 +376,180 @@ def _infer_schema(examples: Any, fx: Fixer, path: str) -> dict:
     )
     properties = {key: ({"type": _json_type(v)} if v is not None else {}) for key, v in examples.items()}
     return {"type": "object", "properties": properties, "required": list(examples)}
+
+
+# ------------------------------------------------------------------------------ xLAM / APIGen schemas
+
+JSON_TYPES = frozenset({"string", "integer", "number", "boolean", "array", "object", "null"})
+# Python type names (and case variants of the JSON ones) as xLAM / APIGen tool schemas write them
+_PYTHON_TYPES = {
+    "dict": "object",
+    "object": "object",
+    "mapping": "object",
+    "str": "string",
+    "string": "string",
+    "int": "integer",
+    "integer": "integer",
+    "float": "number",
+    "number": "number",
+    "bool": "boolean",
+    "boolean": "boolean",
+    "list": "array",
+    "array": "array",
+    "tuple": "array",
+    "sequence": "array",
+    "set": "array",
+    "none": "null",
+    "nonetype": "null",
+    "null": "null",
+}
+_ANY = frozenset({"any", "typing.any"})
+_GENERIC = re.compile(r"(?i)^(list|tuple|set|sequence|dict|mapping|optional)\[(.*)\]$")
+# keywords of a property's schema: a parameters object whose every value is a schema made of them
+# is a bare map of properties, not example values
+_PROPERTY_KEYWORDS = frozenset(
+    {"type", "description", "default", "enum", "items", "properties", "required", "examples", "title", "format",
+     "minimum", "maximum", "minLength", "maxLength", "pattern", "anyOf", "oneOf", "const", "additionalProperties"}
+)  # fmt: skip
+# where a JSON Schema holds other schemas: one, a list of them, a map of names to them
+_SUB_ONE = ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else")
+_SUB_LIST = ("prefixItems", "anyOf", "oneOf", "allOf", "items")
+_SUB_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_RARE_SUBSCHEMAS = frozenset(_SUB_ONE + _SUB_LIST + _SUB_MAP) - {"properties", "items"}
+
+
+def _is_properties_map(parameters: Any) -> bool:
+    """Every value a property schema (a ``type`` or a ``description``, only schema keywords): the
+    xLAM shape ``{"q": {"type": "str", "description": ...}}``, not example values."""
+    return (
+        isinstance(parameters, dict)
+        and bool(parameters)
+        and all(
+            isinstance(sub, dict)
+            and ("type" in sub or "description" in sub)
+            and all(key in _PROPERTY_KEYWORDS for key in sub)
+            for sub in parameters.values()
+        )
+    )
+
+
+def _move_required(function: dict, fx: Fixer, path: str) -> None:
+    """A ``required`` list beside ``parameters`` (APIGen rows) belongs inside them."""
+    required = function["required"]
+    parameters = function.get("parameters")
+    if not isinstance(parameters, dict):
+        return
+    inner = parameters.get("required")
+    if inner is not None and inner != required:
+        raise reject(
+            "bad-tool",
+            f"{path}.required",
+            f"required is given twice, differently: {required!r} beside the parameters and {inner!r} in them; "
+            "keep the one in parameters",
+        )
+    fx.apply("required-outside-parameters", f"{path}.required", "required is written beside the parameters")
+    del function["required"]
+    if inner is None:
+        function["parameters"] = {**parameters, "required": required}
+
+
+def _has_foreign_types(schema: Any) -> bool:
+    """True when a ``type`` somewhere in ``schema`` is not a JSON Schema type name. It runs on
+    every declared tool and the usual schema has none: one walk that only reads, ``properties``
+    and ``items`` looked up directly, the rarer keywords only when the schema has one."""
+    if type(schema) is list:
+        for item in schema:  # noqa: SIM110 - a loop, not a generator: one frame a level
+            if _has_foreign_types(item):
+                return True
+        return False
+    if type(schema) is not dict:
+        return False
+    kind = schema.get("type")
+    if type(kind) is str:
+        if kind not in JSON_TYPES:
+            return True
+    elif type(kind) is list and any(type(k) is str and k not in JSON_TYPES for k in kind):
+        return True
+    properties = schema.get("properties")
+    if type(properties) is dict:
+        for sub in properties.values():
+            if type(sub) is dict and _has_foreign_types(sub):
+                return True
+    items = schema.get("items")
+    if items is not None and _has_foreign_types(items):
+        return True
+    if _RARE_SUBSCHEMAS.isdisjoint(schema):
+        return False
+    for key, value in schema.items():
+        if key in _SUB_MAP and key != "properties" and type(value) is dict:
+            for sub in value.values():
+                if _has_foreign_types(sub):
+                    return True
+        elif key in _RARE_SUBSCHEMAS and key not in _SUB_MAP and _has_foreign_types(value):
+            return True
+    return False
+
+
+def python_type(name: str) -> dict | None:
+    """The JSON Schema keywords a Python-style type name stands for (``{"type": "string"}``,
+    ``{"type": "array", "items": {"type": "integer"}}`` for ``List[int]``, ``{}`` for ``any``), or
+    None when it names no type glmdata knows."""
+    text = name.strip()
+    if text.lower().endswith(", optional"):  # docstring style: optional means it has a default
+        text = text[: -len(", optional")].strip()
+    key = text.lower()
+    if key in _PYTHON_TYPES:
+        return {"type": _PYTHON_TYPES[key]}
+    if key in _ANY:
+        return {}
+    generic = _GENERIC.match(text)
+    if generic is None:
+        return None
+    outer, inner = generic.group(1).lower(), generic.group(2).strip()
+    if outer == "optional":
+        return python_type(inner)
+    if outer in ("dict", "mapping"):
+        return {"type": "object"}
+    if outer in ("list", "set", "sequence") and "," not in inner:
+        items = python_type(inner)
+        return {"type": "array", "items": items} if items else {"type": "array"}
+    return {"type": "array"}  # Tuple[int, str], a list of several: an array, its items unsaid
+
+
+def _json_types(schema: Any, fx: Fixer, path: str) -> Any:
+    """``schema`` with each Python-style ``type`` rewritten as JSON Schema (``python-schema-types``),
+    in every schema it holds; a name it does not know stays, for the checks to report."""
+    if type(schema) is list:
+        return [_json_types(item, fx, f"{path}[{i}]") for i, item in enumerate(schema)]
+    if type(schema) is not dict:
+        return schema
+    out = {}
+    for key, value in schema.items():
+        where = f"{path}.{key}"
+        if key == "type":
+            replaced = _type_keywords(value)
+            if replaced is not None:
+                fx.apply("python-schema-types", where, f"type {value!r} is not a JSON Schema type")
+                for name, keyword in replaced.items():
+                    if name not in schema or name == "type":
+                        out[name] = keyword
+                continue
+            out[key] = value
+        elif key in _SUB_MAP and type(value) is dict:
+            out[key] = {name: _json_types(sub, fx, f"{where}.{name}") for name, sub in value.items()}
+        elif key in _SUB_ONE or key in _SUB_LIST:
+            out[key] = _json_types(value, fx, where)
+        else:
+            out[key] = value
+    return out
+
+
+def _type_keywords(kind: Any) -> dict | None:
+    """What replaces ``"type": kind`` when it is not JSON Schema but means a type; None to keep it."""
+    if type(kind) is str:
+        return None if kind in JSON_TYPES else python_type(kind)
+    if type(kind) is list and kind and all(type(k) is str for k in kind) and any(k not in JSON_TYPES for k in kind):
+        names = [k if k in JSON_TYPES else (python_type(k) or {}).get("type") for k in kind]
+        if all(names):
+            return {"type": list(dict.fromkeys(names))}
+    return None

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 
 from glmdata.formats.alpaca import AlpacaRow
 from glmdata.formats.chatglm3 import ChatGLM3PromptRow, ChatGLM3Row
+from glmdata.formats.llamafactory import LlamaFactoryRow
 from glmdata.formats.openai import OpenAIRow
 from glmdata.formats.sharegpt import ShareGPTRow
 from glmdata.models import Conversation
@@ -21,6 +22,7 @@ SCHEMAS: dict[str, Any] = {  # models and TypedDicts
     "chatglm3": ChatGLM3Row,
     "chatglm3-prompt": ChatGLM3PromptRow,
     "openai": OpenAIRow,
+    "llamafactory": LlamaFactoryRow,
 }
 
 

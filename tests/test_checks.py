@@ -590,3 +590,43 @@ def test_parsed_arguments_are_taken_as_given() -> None:
             "arguments-not-object", "messages[2].content", "call arguments are not JSON (NaN is not a JSON value)"
         )  # fmt: skip
     assert checks.check_row(with_messages(tool_row(), m2=call(arguments={"location": "NaN, Infinity"}))) == []
+
+
+# ---------------------------------------------------------------------------------------- reasoning
+
+
+def test_check_misplaced_reasoning() -> None:
+    for row, path in (
+        ({"messages": [msg("user", "?", reasoning="hm"), msg("assistant", "ok")]}, "messages[0].reasoning"),
+        ({"messages": [msg("system", "s", reasoning_content="hm"), msg("user", "?"), msg("assistant", "ok")]},
+         "messages[0].reasoning_content"),
+        ({"messages": [{"role": "user", "content": [{"type": "reasoning", "value": "hm"}]}, msg("assistant", "ok")]},
+         "messages[0].content[0]"),
+    ):  # fmt: skip
+        result = convert(row)
+        assert result.rejected and [(i.code, i.path) for i in result.issues] == [("misplaced-reasoning", path)]
+    assert convert({"messages": [msg("user", "?"), msg("assistant", "ok", reasoning="hm")]}).ok
+
+
+def test_check_bad_reasoning() -> None:
+    for text in ("a </think> b", "a <think> b"):
+        result = convert({"messages": [msg("user", "?"), msg("assistant", "ok", reasoning=text)]})
+        assert result.rejected and [(i.code, i.path) for i in result.issues] == [
+            ("bad-reasoning", "messages[1].reasoning")
+        ]
+        assert "would end (or nest) the <think> block" in result.issues[0].message
+    unclosed = convert({"messages": [msg("user", "?"), msg("assistant", "<think>cut off")]})
+    assert [(i.code, i.path) for i in unclosed.issues] == [("bad-reasoning", "messages[1].content")]
+    assert convert({"messages": [msg("user", "?"), msg("assistant", "ok", reasoning="fine")]}).ok
+
+
+def test_check_reasoning_without_slot() -> None:
+    row = {"messages": [msg("user", "?"), msg("assistant", "ok", reasoning="R")]}
+    for family in ("glm-4-9b-chat", "glm-4-9b-chat-v2", "glm-4-0414"):
+        result = convert(row, template=family, reasoning="reject")
+        assert result.rejected and [(i.code, i.path) for i in result.issues] == [
+            ("reasoning-without-slot", "messages[1].reasoning")
+        ]
+        assert family in result.issues[0].message
+    assert convert(row, template="glm-4.5", reasoning="reject").ok  # a slot: nothing to reject
+    assert convert(chat_row(), template="glm-4-9b-chat", reasoning="reject").ok

@@ -203,6 +203,7 @@ def test_samples_are_detected_as_their_format() -> None:
         "alpaca_zh_sample.json": "alpaca",
         "alpaca_en_sample.json": "alpaca",
         "identity_sample.json": "alpaca",
+        "reason_tool_use_demo_50.jsonl": "llamafactory",
     }
     assert {p.name for p in DATA.iterdir() if p.suffix in (".json", ".jsonl")} == set(expected)
     for sample, name in expected.items():
@@ -282,7 +283,8 @@ def test_from_resolves_aliases_and_refuses_unknown_names() -> None:
     assert Options(from_format="Glaive").from_format == "sharegpt"
     assert Options(from_format="chatml").from_format == "openai"
     with pytest.raises(
-        ValueError, match="unknown format 'yaml'; known formats: messages, openai, sharegpt, chatglm3, alpaca"
+        ValueError,
+        match="unknown format 'yaml'; known formats: messages, openai, llamafactory, sharegpt, chatglm3, alpaca",
     ):
         Options(from_format="yaml")
 

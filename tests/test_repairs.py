@@ -687,3 +687,224 @@ def test_disabled_repair_names_are_validated() -> None:
     with pytest.raises(ValueError, match="unknown repair"):
         Options(disabled_repairs=frozenset({"no-such-repair"}))
     assert Options(disabled_repairs=frozenset(REPAIRS)).disabled_repairs == frozenset(REPAIRS)
+
+
+# ---------------------------------------------------------------------------------------- xLAM / APIGen schemas
+
+
+def _xlam_row(parameters: dict, **function: object) -> dict:
+    declared = {"name": "get_weather", "description": "get_weather tool", "parameters": parameters, **function}
+    return glaive_tool_row(tools=[{"type": "function", "function": declared}])
+
+
+def _declared(result: Result) -> dict:
+    return result.row["messages"][0]["tools"][0]["function"]
+
+
+def test_repair_python_schema_types() -> None:
+    """xLAM / APIGen schemas (LLaMA-Factory's reason_tool_use_demo_50) write Python type names:
+    each becomes its JSON Schema type, also inside nested properties, items and anyOf."""
+    parameters = {
+        "type": "dict",
+        "properties": {
+            "location": {"type": "str", "description": "city"},
+            "days": {"type": "int, optional", "default": "3"},
+            "ratio": {"type": "float"},
+            "metric": {"type": "bool, optional"},
+            "names": {"type": "List[str]"},
+            "pairs": {"type": "list", "items": {"type": "tuple"}},
+            "extra": {"type": "Dict[str, Any]", "properties": {"note": {"anyOf": [{"type": "str"}, {"type": "None"}]}}},
+            "anything": {"type": "any", "description": "whatever"},
+            "ids": {"type": ["int", "null"]},
+        },
+        "required": ["location"],
+    }
+    expected = {
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "city"},
+            "days": {"type": "integer", "default": "3"},
+            "ratio": {"type": "number"},
+            "metric": {"type": "boolean"},
+            "names": {"type": "array", "items": {"type": "string"}},
+            "pairs": {"type": "array", "items": {"type": "array"}},
+            "extra": {"type": "object", "properties": {"note": {"anyOf": [{"type": "string"}, {"type": "null"}]}}},
+            "anything": {"description": "whatever"},
+            "ids": {"type": ["integer", "null"]},
+        },
+        "required": ["location"],
+    }
+    where = "tools[0].function.parameters"
+    paths = [
+        f"{where}.type",
+        *(f"{where}.properties.{name}.type" for name in ("location", "days", "ratio", "metric", "names")),
+        f"{where}.properties.pairs.type",
+        f"{where}.properties.pairs.items.type",
+        f"{where}.properties.extra.type",
+        f"{where}.properties.extra.properties.note.anyOf[0].type",
+        f"{where}.properties.extra.properties.note.anyOf[1].type",
+        f"{where}.properties.anything.type",
+        f"{where}.properties.ids.type",
+    ]
+    result = assert_repaired(_xlam_row(parameters), "python-schema-types", paths)
+    assert _declared(result)["parameters"] == expected
+    assert_silent(glaive_tool_row(), "python-schema-types")
+    # a name that means no type stays, and the schema check says where it is
+    unknown = convert(_xlam_row({"type": "object", "properties": {"when": {"type": "datetime"}}}))
+    assert unknown.rejected and codes(unknown)[0] == "invalid-tool-schema"
+    assert "properties/when/type" in unknown.issues[0].message
+
+
+def test_repair_bare_properties() -> None:
+    """xLAM's parameters: a map of property schemas with no {type, properties} around it; not
+    example values (they would be inferred as objects)."""
+    bare = {"location": {"description": "city", "type": "str", "default": "Paris"}}
+    result = assert_repaired(_xlam_row(bare), "bare-properties", ["tools[0].function.parameters"])
+    assert _declared(result)["parameters"] == {
+        "type": "object",
+        "properties": {"location": {"description": "city", "type": "string", "default": "Paris"}},
+    }
+    assert "python-schema-types" in repair_names(result) and "example-tool-schema" not in repair_names(result)
+    # a property named "type" is still a map of properties
+    named_type = convert(_xlam_row({"type": {"type": "string", "description": "kind"}}))
+    assert "bare-properties" in repair_names(named_type)
+    assert _declared(named_type)["parameters"]["properties"] == {"type": {"type": "string", "description": "kind"}}
+    # example values are not property schemas: inferred, as before
+    examples = convert(_xlam_row({"location": "Paris"}))
+    assert repair_names(examples).count("example-tool-schema") == 1 and "bare-properties" not in repair_names(examples)
+    assert_silent(glaive_tool_row(), "bare-properties")
+
+
+def test_repair_required_outside_parameters() -> None:
+    parameters = {"type": "object", "properties": {"location": {"type": "string"}}}
+    result = assert_repaired(
+        _xlam_row(parameters, required=["location"]), "required-outside-parameters", ["tools[0].function.required"]
+    )
+    assert _declared(result) == {
+        "name": "get_weather",
+        "description": "get_weather tool",
+        "parameters": {**parameters, "required": ["location"]},
+    }
+    # the same list in both places: the outer copy goes
+    twice = convert(_xlam_row({**parameters, "required": ["location"]}, required=["location"]))
+    assert (
+        twice.ok and "required" not in _declared(twice) and _declared(twice)["parameters"]["required"] == ["location"]
+    )
+    # two different lists: which one is meant is unknown
+    differ = convert(_xlam_row({**parameters, "required": []}, required=["location"]))
+    assert differ.rejected and codes(differ) == ["bad-tool"] and differ.issues[0].path == "tools[0].function.required"
+    # the missing argument is now seen
+    missing = convert(
+        glaive(
+            ("human", "weather?"),
+            ("function_call", json.dumps({"name": "get_weather", "arguments": {}})),
+            ("observation", "sunny"),
+            ("gpt", "Sunny."),
+            tools=[{"name": "get_weather", "parameters": parameters, "required": ["location"]}],
+        )
+    )
+    assert codes(missing) == ["missing-argument"]
+    assert_silent(glaive_tool_row(), "required-outside-parameters")
+
+
+def _bundled_row(content: str) -> dict:
+    calls = [
+        {
+            "id": f"call_{k}",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"location": city})},
+        }
+        for k, city in (("a", "Beijing"), ("b", "Paris"))
+    ]
+    return {
+        "messages": [
+            {"role": "user", "content": "Weather in Beijing and Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "content": content},
+            {"role": "assistant", "content": "Both sunny."},
+        ],
+        "tools": [tool()],
+    }
+
+
+def test_repair_bundled_tool_results() -> None:
+    """One tool message with the results of all the parallel calls before it (a JSON list of
+    {tool_call_id, name, content}), as in reason_tool_use_demo_50: one observation per call."""
+    bundled = json.dumps(
+        [
+            {"tool_call_id": "call_a", "name": "get_weather", "content": "{'t': 20}"},
+            {"tool_call_id": "call_b", "name": "get_weather", "content": {"t": 25}},
+        ]
+    )
+    expected = {
+        "messages": [
+            {"role": "system", "content": "", "tools": [tool()]},
+            msg("user", "Weather in Beijing and Paris?"),
+            call("get_weather", {"location": "Beijing"}),
+            msg("observation", "{'t': 20}"),
+            call("get_weather", {"location": "Paris"}),
+            msg("observation", '{"t": 25}'),
+            msg("assistant", "Both sunny."),
+        ]
+    }
+    assert_repaired(_bundled_row(bundled), "bundled-tool-results", ["messages[2].content"], expected)
+    # a list that is not one result per call, named as the calls, is a result like any other
+    other = json.dumps([{"name": "get_time", "content": "x"}, {"name": "get_weather", "content": "y"}])
+    kept = assert_silent(_bundled_row(other), "bundled-tool-results")
+    assert codes(kept) == ["call-without-observation"]
+    assert_silent(_bundled_row("[1, 2]"), "bundled-tool-results")
+
+
+# ---------------------------------------------------------------------------------------- reasoning
+
+
+def test_repair_think_tags() -> None:
+    row = {"instruction": "2+2?", "output": "<think>\nfour, surely\n</think>\n\n4"}
+    expected = {"messages": [msg("user", "2+2?"), msg("assistant", "4", reasoning="four, surely")]}
+    assert_repaired(row, "think-tags", ["output"], expected)
+    assert_silent({"instruction": "tags?", "output": "Write <think> to start one."}, "think-tags")  # not at the start
+
+
+def _reasoning_row() -> dict:
+    return {
+        "messages": [
+            msg("user", "Weather in Beijing?"),
+            {"role": "assistant", "content": "", "reasoning_content": "Look it up.", "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"location": "Beijing"}}}
+            ]},
+            {"role": "tool", "content": "sunny"},
+            {"role": "assistant", "content": "Sunny.", "reasoning_content": "It said sunny."},
+        ],
+        "tools": [tool()],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("policy", "name"), [("text", "reasoning-as-text"), ("drop", "reasoning-dropped")])
+def test_repair_reasoning_as_text(policy: str, name: str) -> None:
+    """--template glm-4-9b-chat (no reasoning slot): the reasoning is written as text or dropped,
+    counted at each message; switched off, the row is rejected."""
+    result = convert(_reasoning_row(), template="glm-4-9b-chat", reasoning=policy)
+    assert result.ok, [i.to_dict() for i in result.issues]
+    assert [p for n, p in result.repairs if n == name] == ["messages[2].reasoning", "messages[4].reasoning"]
+    written = json.loads(result.encoded)["messages"]
+    assert result.row["messages"][4] == msg("assistant", "Sunny.", reasoning="It said sunny.")  # the internal row
+    if policy == "text":
+        assert written[2:] == [
+            msg("assistant", "<think>Look it up.</think>"),
+            call(),
+            msg("observation", "sunny"),
+            msg("assistant", "<think>It said sunny.</think>\nSunny."),
+        ]
+    else:
+        assert written[2:] == [call(), msg("observation", "sunny"), msg("assistant", "Sunny.")]
+    off = convert(_reasoning_row(), template="glm-4-9b-chat", reasoning=policy, disabled_repairs=frozenset({name}))
+    assert off.rejected and codes(off) == ["disabled-repair"] and off.issues[0].path == "messages[2].reasoning"
+    # a family with a slot, and rows without reasoning: nothing to do
+    assert name not in repair_names(convert(_reasoning_row(), template="glm-4.5", reasoning=policy))
+    assert name not in repair_names(convert(tool_row(), template="glm-4-9b-chat", reasoning=policy))
+
+
+def test_repair_reasoning_dropped() -> None:
+    result = convert(_reasoning_row(), template="glm-4-0414", reasoning="drop")
+    assert result.ok and repair_names(result).count("reasoning-dropped") == 2
+    assert "<think>" not in result.encoded.decode() and "reasoning" not in result.encoded.decode()

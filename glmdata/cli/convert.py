@@ -27,6 +27,27 @@ RejectsOpt = Annotated[
     ),
 ]
 
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        help="Write each row in the shape this template family reads through apply_chat_template: "
+        "glm-4-9b-chat / glm-4-9b-chat-v2: {messages} with tools on the system message, calls as metadata, "
+        "observation results; glm-4-0414: {messages, tools} (tools as the template variable), calls as metadata; "
+        "glm-4.5 / glm-4.6: {messages, tools} with OpenAI tool_calls (arguments objects), role tool results, "
+        "reasoning_content. Default: glm-4-9b-chat's shape.",
+    ),
+]
+ReasoningOpt = Annotated[
+    str,
+    typer.Option(
+        "--reasoning",
+        help="Reasoning for a template with no reasoning slot (glm-4-9b-chat, the default, glm-4-9b-chat-v2, glm-4-0414): "
+        "text (into the content as <think>...</think>, repair reasoning-as-text), drop (repair reasoning-dropped), "
+        "or reject (error reasoning-without-slot).",
+    ),
+]
+
 
 def convert(
     input: common.InputArg,
@@ -41,13 +62,17 @@ def convert(
     as_json: common.JsonOpt = False,
     quiet: common.QuietOpt = False,
     workers: common.WorkersOpt = 1,
+    template: TemplateOpt = None,
+    reasoning: ReasoningOpt = "text",
 ) -> None:
     """Convert a dataset to GLM-4 messages JSONL, repairing what can be repaired and rejecting the rest."""
     common.run(
         lambda: convert_dataset(
             input,
             output,
-            common.conversion_options(from_format, call_style, no_repair, strict, dedupe),
+            template_options(
+                common.conversion_options(from_format, call_style, no_repair, strict, dedupe), template, reasoning
+            ),
             rejects,
             report,
             as_json,
@@ -56,6 +81,16 @@ def convert(
         ),
         stdout="-" in (output, rejects) or as_json,
     )
+
+
+def template_options(options: Options, template: str | None, reasoning: str) -> Options:
+    """``options`` with ``--template`` and ``--reasoning``; a bad value is a usage error."""
+    from dataclasses import replace
+
+    try:
+        return replace(options, template=template, reasoning=reasoning)  # type: ignore[arg-type] # checked there
+    except ValueError as exc:
+        raise common.UserError(str(exc).replace("reasoning must", "--reasoning must")) from None
 
 
 def default_rejects_path(output: str) -> str | None:

@@ -5,17 +5,26 @@ A new format is one new module registered in :data:`FORMATS`.
 
 from __future__ import annotations
 
-from glmdata.formats import alpaca, chatglm3, messages, openai, sharegpt
+from glmdata.formats import alpaca, chatglm3, llamafactory, messages, openai, sharegpt
 
 # Order matters for detection: the first module whose detect() accepts a row wins.
 FORMATS = {
     "messages": messages,
     "openai": openai,
+    "llamafactory": llamafactory,
     "sharegpt": sharegpt,
     "chatglm3": chatglm3,
     "alpaca": alpaca,
 }
-ALIASES = {"glaive": "sharegpt", "glm4": "messages", "glm-4": "messages", "chatml": "openai"}
+ALIASES = {
+    "glaive": "sharegpt",
+    "glm4": "messages",
+    "glm-4": "messages",
+    "chatml": "openai",
+    "llama-factory": "llamafactory",
+    "lf": "llamafactory",
+}
+_MESSAGES_FORMATS = ("messages", "openai", "llamafactory")  # rows with a messages list, told apart below
 
 
 def format_names() -> list[str]:
@@ -36,12 +45,16 @@ def detect(row: dict) -> str | None:
     if "messages" in row and isinstance(row["messages"], list):
         seen_openai, seen_glm, weak = openai.signals(row, every=False)
         if seen_openai:
-            return None if seen_glm else "openai"
+            # metadata is the messages reader's alone; loss both read (glm-4.5 rows keep their flags)
+            if any(path.endswith(".metadata") for path in seen_glm):
+                return None
+            # list content is an OpenAI signal; LLaMA-Factory's parts have a value, not a text
+            return "llamafactory" if llamafactory.detect(row) else "openai"
         if sharegpt.detect(row):
             return "sharegpt"
         return "openai" if weak and not seen_glm else "messages"
     for name, module in FORMATS.items():
-        if name not in ("messages", "openai") and module.detect(row):
+        if name not in _MESSAGES_FORMATS and module.detect(row):
             return name
     return None
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from glmdata.builder import MessagesBuilder
+from glmdata.builder import MessagesBuilder, misplaced_reasoning, one_reasoning
 from glmdata.issues import validate
 from glmdata.models import Conversation
 from glmdata.repairs import Fixer, canonical_role, normalize_tools, parse_json_call  # noqa: F401 - parse_json_call re-exported
 
-SIGNATURE = '{"messages": [{"role", "content", "tools"?, "metadata"?, "loss"?}]}'
+SIGNATURE = '{"messages": [{"role", "content", "tools"?, "metadata"?, "reasoning"?, "loss"?}]}'
 
 
 class InputMessage(BaseModel):
@@ -26,6 +26,8 @@ class InputMessage(BaseModel):
     content: str
     tools: Any = None
     metadata: str | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None  # as glm-4.5 rows name it
     loss: bool | None = None
 
 
@@ -56,8 +58,22 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
             if tools and role != "system":
                 fx.apply("tools-to-system", f"{path}.tools", f"tools on a {role} message")
             builder.add_tools(tools, f"{path}.tools")
+        reasoning = None
+        if message.reasoning is not None or message.reasoning_content is not None:
+            reasoning, where = one_reasoning(
+                [(f"{path}.reasoning", message.reasoning), (f"{path}.reasoning_content", message.reasoning_content)]
+            )
+            if reasoning is not None and role not in ("assistant", "function_call"):
+                raise misplaced_reasoning(role, where)
         if role == "function_call":
             fx.apply("function-call", path, "function_call message")
-            builder.call_from_text(message.content, f"{path}.content", loss=message.loss)
+            builder.call_from_text(message.content, f"{path}.content", loss=message.loss, reasoning=reasoning)
             continue
-        builder.add(role, message.content, loss=message.loss, metadata=message.metadata, path=f"{path}.content")
+        builder.add(
+            role,
+            message.content,
+            loss=message.loss,
+            metadata=message.metadata,
+            path=f"{path}.content",
+            reasoning=reasoning,
+        )

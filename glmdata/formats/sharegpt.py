@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, TypeAdapter
 from typing_extensions import NotRequired, TypedDict
 
-from glmdata.builder import MessagesBuilder
+from glmdata.builder import THINK_OPEN, MessagesBuilder
 from glmdata.issues import validate
 from glmdata.repairs import JSON_CALL_START, Fixer, canonical_role, normalize_tools
 
@@ -87,7 +87,8 @@ def to_messages(row: dict, fx: Fixer, builder: MessagesBuilder) -> None:
         if role == "function_call":
             fx.apply("function-call", f"conversations[{i}]", "function_call turn")
             builder.call_from_text(value, f"conversations[{i}].value")
-        elif role == "assistant" and value[:1] == JSON_CALL_START:  # it may be a call written as JSON (call-style)
+        elif role == "assistant" and (value[:1] == JSON_CALL_START or THINK_OPEN in value):
+            # it may be a call written as JSON (call-style), or start with <think> (think-tags)
             builder.add(role, value, path=f"conversations[{i}].value")
         else:
             builder.add_text(role, value)

@@ -33,6 +33,8 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "alpaca_zh": ("alpaca_zh_sample.json", {}),
     "alpaca_en": ("alpaca_en_sample.json", {}),
     "identity": ("identity_sample.json", {}),
+    "reason_tool_use_demo_50": ("reason_tool_use_demo_50.jsonl", {}),
+    "reason_tool_use_demo_50.glm-4.5": ("reason_tool_use_demo_50.jsonl", {"template": "glm-4.5"}),
 }
 
 
@@ -48,8 +50,8 @@ def produce(name: str) -> tuple[bytes, str]:
     rejects = []
     for result in convert_file(DATA / sample, Options(**options)):
         report.add(result)
-        if result.ok:
-            rows += dump_row(result.row)
+        if result.ok:  # with a template: the template's input, as convert writes it
+            rows += result.encoded + b"\n" if "template" in options else dump_row(result.row)
         elif result.rejected:
             record = result.reject_record()
             rejects.append(
