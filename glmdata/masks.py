@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from glmdata import jsontext
+from glmdata.families import Reasoning
 from glmdata.models import MessageDict
 from glmdata.render import NothingToTrain, Rendered, Template, TemplateError, TrainOn, render_spans
 
@@ -62,18 +63,19 @@ def tokenize(
     train_on: TrainOn = "assistant",
     max_length: int | None = None,
     template: str | Path | Template | None = None,
+    reasoning: Reasoning = "text",
 ) -> dict[str, list[int]]:
     """Tokenize a conversation for training.
 
     Returns ``input_ids``, ``labels`` (the id where the token is trained, ``IGNORE_INDEX``
     elsewhere; aligned with ``input_ids``, the model shifts them) and ``assistant_masks`` (1 where
-    trained). The text is ``render_spans(messages, train_on=..., template=...).text``, so it ends
-    with the ``<|user|>`` the official demo appends; ``train_on`` semantics are those of
-    ``render_spans``. With ``max_length``, all three lists are cut to that many tokens, as the
+    trained). The text is ``render_spans(messages, train_on=..., template=..., reasoning=...).text``,
+    so it ends with the tag that ends the last turn (the ``<|user|>`` the official demo appends);
+    ``train_on`` semantics are those of ``render_spans``. With ``max_length``, all three lists are cut to that many tokens, as the
     demo does (``truncation_report`` says what a cut loses). Raises ``NothingToTrain`` when
     nothing is trained and ``MaskError`` when ``tokenizer`` lacks the GLM-4 special tokens.
     """
-    rendered = render_spans(messages, train_on=train_on, template=template)
+    rendered = render_spans(messages, train_on=train_on, template=template, reasoning=reasoning)
     return encode_rendered(rendered, tokenizer, max_length=max_length)
 
 
@@ -104,6 +106,7 @@ def tokenize_batch(
     max_length: int | None = None,
     template: str | Path | Template | None = None,
     column: str = "messages",
+    reasoning: Reasoning = "text",
 ) -> dict[str, list[list[int]]]:
     """``tokenize`` for a batch, usable as ``dataset.map(fn, batched=True)``.
 
@@ -119,7 +122,7 @@ def tokenize_batch(
     rendered = []
     for index, value in enumerate(batch[column]):
         try:
-            rendered.append(render_spans(_messages(value), train_on=train_on, template=template))
+            rendered.append(render_spans(_messages(value), train_on=train_on, template=template, reasoning=reasoning))
         except (ValueError, KeyError, TypeError) as e:
             kind = type(e) if isinstance(e, (NothingToTrain, TemplateError)) else ValueError
             raise kind(f"row {index} of the batch: {e}") from e
@@ -179,13 +182,14 @@ def truncation_report(
     *,
     train_on: TrainOn = "assistant",
     template: str | Path | Template | None = None,
+    reasoning: Reasoning = "text",
 ) -> TruncationReport:
     """Say what ``tokenize(messages, tokenizer, max_length=max_length, ...)`` cuts off.
 
     ``cut_inside_trained_turn`` is true when the last kept token and the first cut token belong
     to the same trained turn (span), i.e. the model is taught an answer that stops mid-way.
     """
-    [turn] = token_spans([render_spans(messages, train_on=train_on, template=template)], tokenizer)
+    [turn] = token_spans([render_spans(messages, train_on=train_on, template=template, reasoning=reasoning)], tokenizer)
     tokens = len(turn)
     trained = sum(t >= 0 for t in turn)
     if max_length is None or tokens <= max_length:
@@ -250,7 +254,9 @@ def _off_tag(text: str, edge: int) -> str:
     return (
         f"a trained span starts or ends at character {edge} ({text[max(edge - 12, 0) : edge]!r} | "
         f"{text[edge : edge + 12]!r}), which is not the edge of a special token: the tokenizer does not split "
-        "the text at GLM-4's role tags, or a role is not one of GLM-4's (system, user, assistant, observation)"
+        "the text at GLM-4's role tags, a role is not one of GLM-4's (system, user, assistant, observation), or the "
+        "template writes tags that the tokenizer does not have as special tokens (GLM-4.5/4.6's <think> and "
+        "</think>: use the model's own tokenizer with its template)"
     )
 
 

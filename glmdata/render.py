@@ -1,17 +1,22 @@
-"""Render GLM-4 ``messages`` rows with the GLM-4 chat template, and find the trained text.
+"""Render GLM ``messages`` rows with the official chat templates, and find the trained text.
 
-Rendering is byte-identical to ``tokenizer.apply_chat_template(messages, tokenize=False)``:
-templates run in one Jinja environment configured exactly as transformers configures its own
-(sandboxed, ``trim_blocks``, ``lstrip_blocks``, ``loopcontrols``, the ``{% generation %}`` tag, and
-its ``tojson`` that keeps key order and non-ASCII text). Like ``apply_chat_template``, keys whose
-value is ``None`` are dropped from each message before rendering. The ``.jinja`` file is the only
-implementation of a template's semantics; the environment only takes shorter ways to the same
-results (the JSON text of values written before, as tool declarations repeat across rows; keys
-looked up in plain dicts), each held by tests to transformers' or json's own.
+Rendering is byte-identical to ``tokenizer.apply_chat_template(messages, tools=tools,
+tokenize=False)``, where ``messages`` and ``tools`` are what the template's family reads
+(``glmdata.families.template_input`` of the row: the row itself for glm-4-9b-chat and custom
+templates; tools as a variable for GLM-4-0414; OpenAI-style messages for GLM-4.5/4.6). Templates run
+in one Jinja environment configured exactly as transformers configures its own (sandboxed,
+``trim_blocks``, ``lstrip_blocks``, ``loopcontrols``, the ``{% generation %}`` tag, and its ``tojson``
+that keeps key order and non-ASCII text). Like ``apply_chat_template``, keys whose value is ``None``
+are dropped from each message before rendering. The ``.jinja`` file is the only implementation of a
+template's semantics; the environment only takes shorter ways to the same results (the JSON text of
+values written before, as tool declarations repeat across rows; keys looked up in plain dicts and
+namespaces), each held by tests to transformers' or json's own.
 
-``render_spans`` returns the training text and the character spans that are trained, with the
-semantics of the official GLM-4 finetune demo (``finetune.py``, ``process_batch``): see its
-docstring. ``glmdata.masks`` turns the spans into token labels.
+``render_spans`` returns the training text and the character spans that are trained: for a known
+template, its training variant's ``{% generation %}`` blocks (what transformers'
+``return_assistant_tokens_mask`` reads), which for glm-4-9b-chat are the semantics of the official
+GLM-4 finetune demo (``finetune.py``, ``process_batch``): see its docstring. ``glmdata.masks``
+turns the spans into token labels.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
@@ -27,11 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 
-from glmdata import jsontext
+from glmdata import families, jsontext
 from glmdata.models import MessageDict
 
 if TYPE_CHECKING:
     import jinja2
+
+    from glmdata.families import Family, Reasoning
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -57,9 +65,14 @@ DEFAULT_TEMPLATE = "glm-4-9b-chat"
 GENERATION_TEMPLATE = "glm-4-9b-chat.generation"
 #: Official templates packaged by name, each with its training variant (same bytes, ``{% generation %}``
 #: markers): v1 "名为 ChatGLM 的" (the default), v2 "名为 GLM-4 的" (glm-4-9b-chat's tokenizer_config.json).
+#: GLM-4-0414 (glm-4-9b-0414, glm-4-32b-0414), GLM-4.5 (glm4_moe: GLM-4.5, GLM-4.5-Air) and GLM-4.6 read
+#: another input shape: ``glmdata.families`` builds it.
 KNOWN_TEMPLATES: dict[str, str] = {
     "glm-4-9b-chat": "glm-4-9b-chat.generation",
     "glm-4-9b-chat-v2": "glm-4-9b-chat-v2.generation",
+    "glm-4-0414": "glm-4-0414.generation",
+    "glm-4.5": "glm-4.5.generation",
+    "glm-4.6": "glm-4.6.generation",
 }
 #: Appended after the conversation in training text: the official demo's "EOS for chat" (151336).
 END_OF_CHAT = "<|user|>"
@@ -261,6 +274,7 @@ def install_template(
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     """The one Jinja environment, built like transformers' ``_compile_jinja_template`` builds its own."""
+    import builtins
     from datetime import datetime
 
     import jinja2
@@ -268,9 +282,9 @@ def _environment() -> jinja2.Environment:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class Generation(Extension):
-        # transformers' `{% generation %}` tag (its AssistantTracker), which renders its body as a
-        # call block; transformers also records the body's span for an assistant mask, which
-        # glmdata never asks of it (render_spans locates the trained text itself).
+        # transformers' `{% generation %}` tag (its AssistantTracker): renders its body as a call
+        # block and, while a render is tracked (``_tracked_render``), records where the body is in
+        # the output, as transformers does for ``return_assistant_tokens_mask``.
         tags = {"generation"}  # noqa: RUF012 - the name Jinja reads
 
         def parse(self, parser: Any) -> Any:
@@ -279,7 +293,11 @@ def _environment() -> jinja2.Environment:
             return jinja2.nodes.CallBlock(self.call_method("_generation_support"), [], [], body).set_lineno(lineno)
 
         def _generation_support(self, caller: Any) -> str:
-            return str(caller())
+            body = str(caller())
+            tracker = _TRACKER.get()
+            if tracker is not None:
+                tracker.record(len(body))
+            return body
 
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
@@ -351,6 +369,12 @@ def _environment() -> jinja2.Environment:
         def getattr(self, obj: Any, attribute: str) -> Any:
             if type(obj) is dict and type(attribute) is str and attribute not in _DICT_NAMES:
                 value = obj.get(attribute, _MISSING)
+                return self.undefined(obj=obj, name=attribute) if value is _MISSING else value
+            # A namespace's own names (``ns.flag``, read at every message of the training
+            # templates): the sandbox's safety check always passes for them, at a third of a
+            # row's time.
+            if type(obj) is TemplateNamespace and type(attribute) is str and not attribute.startswith("_"):
+                value = builtins.getattr(obj, attribute, _MISSING)
                 return self.undefined(obj=obj, name=attribute) if value is _MISSING else value
             return super().getattr(obj, attribute)
 
@@ -485,13 +509,26 @@ def _failure(template: Template, e: Exception) -> TemplateError:
     return TemplateError(f"{template.origin}: rendering failed: {type(e).__name__}: {e}")
 
 
-def _jinja_render(template: Template, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool) -> str:
+def _jinja_render(
+    template: Template,
+    messages: Sequence[Mapping[str, Any]],
+    add_generation_prompt: bool,
+    tools: Sequence[Any] | None = None,
+) -> str:
     try:
         return _compile(template.text).render(
-            messages=_chat(messages), tools=None, documents=None, add_generation_prompt=add_generation_prompt
+            messages=_chat(messages), tools=tools, documents=None, add_generation_prompt=add_generation_prompt
         )
     except Exception as e:  # every failure of a template is a TemplateError
         raise _failure(template, e) from e
+
+
+def _input(
+    messages: Sequence[Mapping[str, Any]], family: Family | None, reasoning: Reasoning
+) -> tuple[Sequence[Mapping[str, Any]], list[Any] | None]:
+    """The messages and tools ``family``'s template reads (a custom template: glm-4-9b-chat's shape)."""
+    shaped = families.template_input({"messages": messages}, family or families.DEFAULT_FAMILY, reasoning=reasoning)
+    return shaped["messages"], shaped.get("tools")
 
 
 def render(
@@ -499,15 +536,20 @@ def render(
     *,
     add_generation_prompt: bool = False,
     template: str | Path | Template | None = None,
+    reasoning: Reasoning = "text",
 ) -> str:
-    """Render a conversation as text.
+    """Render a conversation (an internal ``messages`` row) as text.
 
-    Byte-identical to ``tokenizer.apply_chat_template(messages, tokenize=False,
+    Byte-identical to ``tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
     add_generation_prompt=...)`` with the same template (default: glm-4-9b-chat's official
-    template). ``template`` is anything ``load_template`` accepts. Raises ``TemplateError`` if a
-    custom template fails to render.
+    template), where ``messages`` and ``tools`` are ``glmdata.families.template_input`` of the row
+    for the template's family (a custom template gets the row itself, glm-4-9b-chat's shape).
+    ``template`` is anything ``load_template`` accepts; ``reasoning`` says what becomes of assistant
+    reasoning (``template_input``). Raises ``TemplateError`` if a custom template fails to render.
     """
-    return _jinja_render(_resolve(template), messages, add_generation_prompt)
+    resolved = _resolve(template)
+    shaped, tools = _input(messages, families.family_of(resolved), reasoning)
+    return _jinja_render(resolved, shaped, add_generation_prompt, tools)
 
 
 # --- locating the messages in the text -------------------------------------------------------
@@ -637,21 +679,26 @@ def render_spans(
     *,
     train_on: TrainOn = "assistant",
     template: str | Path | Template | None = None,
+    reasoning: Reasoning = "text",
 ) -> Rendered:
     """Render a conversation for training, with the character spans that are trained.
 
-    ``text`` is ``render(messages)`` followed by ``<|user|>``, as the official GLM-4 finetune demo
-    builds its input (it appends ``<|user|>``, id 151336, as "EOS for chat").
+    ``text`` is ``render(messages)`` followed by the tag that ends the last turn: ``<|user|>``, as
+    the official GLM-4 finetune demo builds its input (it appends ``<|user|>``, id 151336, as "EOS
+    for chat"); for GLM-4.5/4.6, ``<|observation|>`` when the last turn is a tool call
+    (``Family.end_tag``).
 
     ``train_on``:
     - ``"assistant"`` (the demo's per-message mode, ``combine: False``): for each trained
       message, everything after its opening role tag (the metadata line of a native tool call,
-      the newline, the content) plus the role tag that ends the turn (the next message's tag,
-      or the appended ``<|user|>``). GLM-4 has no end-of-turn token: the next tag is what the
-      model learns to stop on. Assistant messages are trained; system, user and observation
-      messages are not. A message's ``loss`` (ChatGLM3's convention) overrides that: ``True``
-      trains any message the same way, ``False`` leaves an assistant message out.
-    - ``"last"``: only the final assistant message that renders (the demo's ``combine: True``, the
+      the newline, the content; for GLM-4.5/4.6 the ``<think>`` block, the content and the tool
+      calls, but not the empty ``<think></think>`` of a turn before the last user message) plus
+      the role tag that ends the turn (the next tag rendered, or the appended one). GLM has no
+      end-of-turn token: the next tag is what the model learns to stop on. Assistant messages are
+      trained; system, user and observation messages are not. A message's ``loss`` (ChatGLM3's
+      convention) overrides that: ``True`` trains any message the same way, ``False`` leaves an
+      assistant message out.
+    - ``"last"``: only the final assistant turn that renders (the demo's ``combine: True``, the
       default of its lora.yaml, which silently trains one turn per conversation),
       spanned as above; ``loss`` flags are ignored. Unlike the demo, the first token after the
       last ``<|assistant|>`` is trained: the demo shifts its combine-mode mask twice and loses it.
@@ -659,14 +706,113 @@ def render_spans(
       rendered text trains (the tool-call tutorial's pipeline): as labels are shifted inside the
       model, the first token is never predicted and ``<sop>`` is predicted from ``[gMASK]``.
 
-    Messages that render nothing (empty content, no tools) are skipped: the turn before them ends
-    at the next tag that is rendered. Raises ``NothingToTrain`` when no span results, and
-    ``TemplateError`` for a custom template whose messages cannot be located (it must render as
-    a fixed prefix followed by each message rendered alone, each starting with a role tag).
+    For a known template (``known_template``) the spans are the ``{% generation %}`` blocks of its
+    training variant (``KNOWN_TEMPLATES``), read as transformers' ``return_assistant_tokens_mask``
+    reads them, from one render of the family's input (``glmdata.families.template_input``; for
+    glm-4-9b-chat, v1 and v2, the same spans are read off one render of the official template,
+    which is faster); so for a custom template with such markers. A custom template without
+    markers is located message by message: it must render as a fixed prefix followed by each message rendered alone, each
+    starting with a role tag (else ``TemplateError``). One span per trained turn (adjacent spans
+    are not merged); messages that render nothing are skipped. Raises ``NothingToTrain`` when no
+    span results.
     """
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}; got {train_on!r}")
     template = _resolve(template)
+    family = families.family_of(template)
+    if train_on == "last":  # loss flags ignored: the role defaults alone say which turn is the last trained
+        messages = [{k: v for k, v in m.items() if k != "loss"} if "loss" in m else m for m in messages]
+    shaped, tools = _input(messages, family, reasoning)
+    if family is not None and family.name in _LOCATED_BY_PIECES:
+        return _piece_spans(_packaged(family.template), shaped, train_on)
+    if family is not None:
+        return _marked_spans(_packaged(family.training_template), shaped, tools, family, train_on)
+    if template.has_generation_markers:
+        return _marked_spans(template, shaped, tools, families.DEFAULT_FAMILY, train_on)
+    return _piece_spans(template, shaped, train_on)
+
+
+# Families whose spans come from reading each message's text off one render of the official
+# template (``_pieces``) rather than from their training variant's markers: the same spans
+# (tests/test_families.py holds them equal on every shared row and on generated conversations), in
+# less than half the time on the hot path of ``glmdata tokenize``, as their templates walk the
+# messages once, in order. GLM-4-0414 (system messages first) and GLM-4.5 (two passes, one
+# <|observation|> per run of results) cannot be read that way.
+_LOCATED_BY_PIECES = frozenset({"glm-4-9b-chat", "glm-4-9b-chat-v2"})
+
+
+def _marked_spans(
+    template: Template,
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Any] | None,
+    family: Family,
+    train_on: TrainOn,
+) -> Rendered:
+    """``render_spans`` from the ``{% generation %}`` blocks of a training template."""
+    rendered, blocks = _tracked_render(template, messages, tools)
+    text = rendered + family.end_tag(messages)
+    if train_on == "all":
+        return Rendered(text, [(0, len(text))])
+    spans: list[tuple[int, int]] = []
+    for start, end in sorted(blocks):
+        if end <= start:
+            continue
+        if spans and start == spans[-1][1] and _ROLE_TAG.fullmatch(rendered, start, end):
+            spans[-1] = (spans[-1][0], end)  # the tag that ends the turn before
+        else:
+            spans.append((start, end))
+    if spans and spans[-1][1] == len(rendered):
+        spans[-1] = (spans[-1][0], len(text))  # the last turn ends at the appended tag
+    if train_on == "last":
+        spans = spans[-1:]
+    if not spans:
+        raise NothingToTrain(_nothing_to_train_message(train_on))
+    return Rendered(text, spans)
+
+
+class _Tracker:
+    """Where each ``{% generation %}`` block of a render is: the chunks written so far, and the
+    ``(start, end)`` of each block, as transformers' AssistantTracker records them (a block's start
+    is the length of the output written before it)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+        self.blocks: list[tuple[int, int]] = []
+        self._counted = 0
+        self._length = 0
+
+    def record(self, length: int) -> None:
+        chunks = self.chunks
+        if self._counted < len(chunks):
+            self._length += sum(map(len, chunks[self._counted :]))
+            self._counted = len(chunks)
+        self.blocks.append((self._length, self._length + length))
+
+
+_TRACKER: ContextVar[_Tracker | None] = ContextVar("glmdata_generation_tracker", default=None)
+
+
+def _tracked_render(
+    template: Template, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The text of ``template`` over ``messages`` and the character spans of its generation blocks."""
+    tracker = _Tracker()
+    token = _TRACKER.set(tracker)
+    chunks = tracker.chunks
+    try:
+        for chunk in _compile(template.text).generate(
+            messages=_chat(messages), tools=tools, documents=None, add_generation_prompt=False
+        ):
+            chunks.append(chunk)  # one at a time: a block's start is the length written before it
+    except Exception as e:  # every failure of a template is a TemplateError
+        raise _failure(template, e) from e
+    finally:
+        _TRACKER.reset(token)
+    return "".join(chunks), tracker.blocks
+
+
+def _piece_spans(template: Template, messages: Sequence[Mapping[str, Any]], train_on: TrainOn) -> Rendered:
+    """``render_spans`` for a custom template without generation markers: each message's text."""
     prefix, pieces = _pieces(messages, template)
     if messages and not prefix and not any(pieces):
         # e.g. a template of undefined names only ({{ config }}): nothing to locate, nothing to train

@@ -18,6 +18,7 @@ from typing import Any
 
 from glmdata.checks import tool_call
 from glmdata.convert import Options, convert_file
+from glmdata.families import Reasoning
 from glmdata.models import MessageDict, MessagesRow
 from glmdata.render import NothingToTrain, TrainOn, render_spans
 from glmdata.report import Report
@@ -26,6 +27,8 @@ BATCH = 256
 LONGEST = 10
 EXAMPLES = 20
 _TAG_BEFORE = re.compile(r"<\|(\w+)\|>$")
+# GLM-4.5's empty think block, which a trained span may start after (it is not trained).
+_EMPTY_THINK = "\n<think></think>"
 
 
 def percentile(sorted_values: Any, p: float) -> int:
@@ -134,8 +137,10 @@ def compute(
     train_on: TrainOn = "assistant",
     options: Options = Options(),
     template: Any = None,
+    reasoning: Reasoning = "text",
 ) -> Stats:
-    """Stream ``path`` and compute :class:`Stats`; ``tokenizer`` None means characters."""
+    """Stream ``path`` and compute :class:`Stats`; ``tokenizer`` None means characters; ``template``
+    and ``reasoning`` as for ``glmdata.render.render_spans``."""
     stats = Stats(
         unit="tokens" if tokenizer is not None else "characters",
         max_length=max_length,
@@ -154,10 +159,10 @@ def compute(
         _count_messages(stats, row["messages"])
         batch.append((result.index, row))
         if len(batch) >= BATCH:
-            _measure(stats, batch, tokenizer, train_on, template)
+            _measure(stats, batch, tokenizer, train_on, template, reasoning)
             batch = []
     if batch:
-        _measure(stats, batch, tokenizer, train_on, template)
+        _measure(stats, batch, tokenizer, train_on, template, reasoning)
     return stats
 
 
@@ -182,10 +187,16 @@ def _count_messages(stats: Stats, messages: list[MessageDict]) -> None:
 
 def _span_kind(text: str, start: int) -> tuple[str, str]:
     """(role, turn kind) of the trained span starting at ``start``, read off the tag before it."""
-    tag = _TAG_BEFORE.search(text, max(0, start - 20), start)
+    tag_end = start - len(_EMPTY_THINK) if text.endswith(_EMPTY_THINK, 0, start) else start
+    tag = _TAG_BEFORE.search(text, max(0, tag_end - 20), tag_end)
     role = tag.group(1) if tag else "all"
     if role != "assistant":
         return role, f"{role} turns"
+    if text.startswith("\n<think>", start) or tag_end != start:  # GLM-4.5: calls inside the turn
+        end = text.find("<|", start)
+        return role, "tool-call turns" if "\n<tool_call>" in text[start : end if end >= 0 else None] else (
+            "assistant text turns"
+        )
     line_end = text.find("\n", start)
     if line_end != start:  # a metadata line: native tool call
         return role, "tool-call turns"
@@ -195,12 +206,19 @@ def _span_kind(text: str, start: int) -> tuple[str, str]:
 
 
 def _measure(
-    stats: Stats, batch: Iterable[tuple[int, MessagesRow]], tokenizer: Any, train_on: TrainOn, template: Any
+    stats: Stats,
+    batch: Iterable[tuple[int, MessagesRow]],
+    tokenizer: Any,
+    train_on: TrainOn,
+    template: Any,
+    reasoning: Reasoning,
 ) -> None:
     rendered = []
     for index, row in batch:
         try:
-            rendered.append((index, render_spans(row["messages"], train_on=train_on, template=template)))
+            rendered.append(
+                (index, render_spans(row["messages"], train_on=train_on, template=template, reasoning=reasoning))
+            )
         except NothingToTrain:
             stats.nothing_trained.append(index)
     if not rendered:

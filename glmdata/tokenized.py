@@ -38,15 +38,21 @@ class Provenance:
     max_length: int | None
     tokenizer_name: str = ""  #: where the tokenizer came from, for messages
     template_name: str = ""
+    reasoning: str = "text"  #: ``--reasoning`` (files made before it existed: "text", what they did)
 
     def same_tokens_as(self, other: Provenance) -> list[str]:
         """What differs between the two in a way that changes ids or labels (empty: nothing)."""
-        names = ("tokenizer", "template", "train_on", "max_length")
+        names = ("tokenizer", "template", "train_on", "max_length", "reasoning")
         return [name for name in names if getattr(self, name) != getattr(other, name)]
 
 
 def provenance(
-    tokenizer: Any, template: Template, train_on: str, max_length: int | None, tokenizer_name: str = ""
+    tokenizer: Any,
+    template: Template,
+    train_on: str,
+    max_length: int | None,
+    tokenizer_name: str = "",
+    reasoning: str = "text",
 ) -> Provenance:
     """The provenance of ids made by ``glmdata.masks`` with these settings."""
     definition = tokenizer.backend_tokenizer.to_str().encode()
@@ -57,6 +63,7 @@ def provenance(
         max_length,
         tokenizer_name or str(getattr(tokenizer, "name_or_path", "")),
         template.origin,
+        reasoning,
     )
 
 

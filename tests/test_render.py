@@ -276,9 +276,12 @@ def test_templates_from_a_tokenizer_render_like_it(tmp_path, hf):
     assert "名为 GLM-4 的" in render(messages, template=tmp_path)
 
 
-def test_custom_template_renders_through_jinja(hf):
-    path = FIXTURES / "glm-4-9b-0414.jinja"
-    custom = path.read_text(encoding="utf-8")
+def test_custom_template_renders_through_jinja(hf, tmp_path):
+    # GLM-4-0414's layout, one comment off its text: not the known glm-4-0414 template, so rendered
+    # over the row itself (glm-4-9b-chat's input shape), as any custom template
+    custom = (FIXTURES / "glm-4-9b-0414.jinja").read_text(encoding="utf-8") + "{# custom #}"
+    path = tmp_path / "custom.jinja"
+    path.write_text(custom, encoding="utf-8")
     for case in GOLDEN:
         for flag in (False, True):
             assert render(case["messages"], add_generation_prompt=flag, template=path) == hf_render(
@@ -605,7 +608,14 @@ def test_render_spans_renders_a_row_once(template, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "template", [PER_MESSAGE, LOOKS_AHEAD, FIXTURES / "glm-4-9b-0414.jinja"], ids=["two-loops", "looks-ahead", "0414"]
+    "template",
+    [
+        PER_MESSAGE,
+        LOOKS_AHEAD,
+        # GLM-4-0414's layout (system messages first) as a custom template: one comment off its text
+        Template((FIXTURES / "glm-4-9b-0414.jinja").read_text(encoding="utf-8") + "{# custom #}", "0414 custom"),
+    ],
+    ids=["two-loops", "looks-ahead", "0414"],
 )
 def test_render_spans_renders_each_message_alone_where_one_render_cannot_tell(template, monkeypatch):
     render_spans(TOOL_ROW, template=template)

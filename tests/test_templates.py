@@ -10,15 +10,32 @@ from hypothesis import strategies as st
 from test_render import DATA_FILES, SHARED, SHARED_DATA_FILES, hf_render, shared_rows, tiny
 from tiny_tokenizer import FIXTURES, conversations
 
+from glmdata.families import FAMILIES, template_input
 from glmdata.render import KNOWN_TEMPLATES, known_template, load_template, render
 
 # name -> the official text it must equal byte for byte (fixture copies of ../shared/templates)
 OFFICIAL = {
     "glm-4-9b-chat": (FIXTURES / "glm-4-9b-chat.v1.jinja").read_bytes().decode("utf-8"),
     "glm-4-9b-chat-v2": (FIXTURES / "glm-4-9b-chat.v2.jinja").read_bytes().decode("utf-8"),
+    "glm-4-0414": (FIXTURES / "glm-4-9b-0414.jinja").read_bytes().decode("utf-8"),
+    "glm-4.5": (FIXTURES / "glm-4.5.jinja").read_bytes().decode("utf-8"),
+    "glm-4.6": (FIXTURES / "glm-4.6.jinja").read_bytes().decode("utf-8"),
 }
-SHIPPED = [(name, variant) for name in KNOWN_TEMPLATES for variant in (name, KNOWN_TEMPLATES[name])]
+# The templates that read the row itself (tools on the system message): parity here renders the
+# row with transformers as is. The other families read glmdata.families.template_input of the
+# row: their parity is in tests/test_families.py.
+SHIPPED = [
+    (name, variant)
+    for name in KNOWN_TEMPLATES
+    if FAMILIES[name].tools == "system"
+    for variant in (name, KNOWN_TEMPLATES[name])
+]
 ROW_FILES = DATA_FILES + SHARED_DATA_FILES
+
+
+def shaped(messages, name):
+    """The messages the template reads: the row's own, with reasoning as text (template_input)."""
+    return template_input({"messages": messages}, FAMILIES[name])["messages"]
 
 
 def test_every_known_name_is_official_text_with_a_training_variant():
@@ -49,7 +66,7 @@ def test_parity_on_every_converted_row(path: Path, name, variant):
         for index, messages in enumerate(rows)
         for flag in (False, True)
         if render(messages, add_generation_prompt=flag, template=variant)
-        != hf_render(tokenizer, messages, flag, chat_template=OFFICIAL[name])
+        != hf_render(tokenizer, shaped(messages, name), flag, chat_template=OFFICIAL[name])
     ]
     assert not mismatched, f"{len(mismatched)} of {len(rows)} rows differ, first: {mismatched[:5]}"
 
@@ -73,7 +90,7 @@ def test_identity_finds_each_official_text_and_refuses_modified_ones():
             assert known_template(text + "\n") is None
             assert known_template(text.replace("<|assistant|>", "<|assistant|> ", 1)) is None
             assert known_template(text.replace("{%", "{%-", 1)) is None
-    assert known_template((FIXTURES / "glm-4-9b-0414.jinja").read_text(encoding="utf-8")) is None
+    assert known_template((FIXTURES / "glm-4-9b-0414.jinja").read_text(encoding="utf-8")) == "glm-4-0414"
 
 
 def test_check_template_names_a_known_template_and_uses_it(tmp_path, capsys):
@@ -87,7 +104,7 @@ def test_check_template_names_a_known_template_and_uses_it(tmp_path, capsys):
     (tmp_path / "chat_template.jinja").write_text("{{ messages[0]['content'] }}", encoding="utf-8")
     compare_templates(Selection(str(sample), Options(), 0, None, False), load_template(), str(tmp_path))
     err = " ".join(capsys.readouterr().err.split())
-    assert "not a known template (known: glm-4-9b-chat, glm-4-9b-chat-v2)" in err
+    assert f"not a known template (known: {', '.join(KNOWN_TEMPLATES)})" in err
     assert "--template NAME" in err
 
 
@@ -122,6 +139,6 @@ def test_v2_spans_match_its_generation_markers_and_v1_spans(path):
         v2 = render_spans(messages, template="glm-4-9b-chat-v2")
         assert v2.text == v1.text.replace("名为 ChatGLM 的", "名为 GLM-4 的")
         assert len(v2.spans) == len(v1.spans)
-        text, indices = generation_indices(training, messages)
+        text, indices = generation_indices(training, shaped(messages, "glm-4-9b-chat-v2"))
         assert merged(indices) == merged((s, min(e, len(text))) for s, e in v2.spans)
         assert render_spans(messages, template="glm-4-9b-chat-v2.generation") == v2

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from glmdata.convert import Options
+    from glmdata.families import Reasoning
     from glmdata.render import Template, TrainOn
     from glmdata.report import Report
     from glmdata.result import Result
@@ -108,7 +109,22 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat warnings as err
 DedupeOpt = Annotated[bool, typer.Option("--dedupe", help="Drop exact duplicate rows (counted as deduplicated).")]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write the summary as JSON to this file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
-TemplateOpt = Annotated[str | None, typer.Option("--template", help="Chat template (default glm-4-9b-chat's).")]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        help="Chat template: a packaged name (glm-4-9b-chat, glm-4-9b-chat-v2, glm-4-0414, glm-4.5, glm-4.6, "
+        "NAME.generation), a .jinja file, a tokenizer_config.json or a tokenizer directory. Default: glm-4-9b-chat's.",
+    ),
+]
+ReasoningOpt = Annotated[
+    str,
+    typer.Option(
+        "--reasoning",
+        help="Assistant reasoning for a template without a slot for it (all but glm-4.5/4.6): text "
+        "(<think>R</think> before the content) or drop (dropped everywhere).",
+    ),
+]
 TrainOnOpt = Annotated[str, typer.Option("--train-on", help="assistant, all or last (see `glmdata render`).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
 WorkersOpt = Annotated[
@@ -146,6 +162,15 @@ def checked_train_on(train_on: str) -> TrainOn:
     if train_on not in TRAIN_ON:
         raise UserError(f"--train-on must be one of {', '.join(TRAIN_ON)}, not {train_on!r}")
     return cast("TrainOn", train_on)
+
+
+def checked_reasoning(reasoning: str) -> Reasoning:
+    """``--reasoning``, when it names one of :data:`glmdata.families.REASONING`."""
+    from glmdata.families import REASONING
+
+    if reasoning not in REASONING:
+        raise UserError(f"--reasoning must be one of {', '.join(REASONING)}, not {reasoning!r}")
+    return cast("Reasoning", reasoning)
 
 
 def check_max_length(max_length: int | None) -> None:

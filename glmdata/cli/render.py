@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from glmdata.convert import Options
+    from glmdata.families import Reasoning
     from glmdata.models import MessageDict
     from glmdata.render import Template, TrainOn
     from glmdata.result import Result
@@ -47,14 +48,8 @@ def render(
             "--generation-prompt", help="Render for inference: append the <|assistant|> tag (no trained spans)."
         ),
     ] = False,
-    template: Annotated[
-        str | None,
-        typer.Option(
-            "--template",
-            help="Chat template: a packaged name (glm-4-9b-chat, glm-4-9b-chat-v2, NAME.generation), a .jinja "
-            "file, a tokenizer_config.json or a tokenizer directory. Default: glm-4-9b-chat's.",
-        ),
-    ] = None,
+    template: common.TemplateOpt = None,
+    reasoning: common.ReasoningOpt = "text",
     train_on: Annotated[
         str,
         typer.Option(
@@ -92,6 +87,7 @@ def render(
     def body() -> int:
         options = common.conversion_options(from_format, call_style)
         train = common.checked_train_on(train_on)
+        thoughts = common.checked_reasoning(reasoning)
         common.check_max_length(max_length)
         if tokens and not tokenizer:
             raise common.UserError(
@@ -105,7 +101,7 @@ def render(
         selection = Selection(file, options, row, rows, all_rows)
         if check_template:
             return compare_templates(selection, ours, check_template, chosen=template is not None)
-        return render_rows(selection, ours, raw, generation_prompt, train, tokens, tokenizer, max_length)
+        return render_rows(selection, ours, raw, generation_prompt, train, tokens, tokenizer, max_length, thoughts)
 
     common.run(body, stdout=check_template is None)
 
@@ -176,6 +172,7 @@ def render_rows(
     tokens: bool,
     tokenizer: str | None,
     max_length: int | None,
+    reasoning: Reasoning = "text",
 ) -> int:
     """Render the selected rows; exit 1 when a row is rejected or has nothing to train."""
     import orjson
@@ -210,15 +207,15 @@ def render_rows(
         spans: list[tuple[int, int]] = []
         try:
             if generation_prompt:
-                text = render_text(messages, add_generation_prompt=True, template=template)
+                text = render_text(messages, add_generation_prompt=True, template=template, reasoning=reasoning)
             else:
-                text, spans = render_spans(messages, train_on=train_on, template=template)
+                text, spans = render_spans(messages, train_on=train_on, template=template, reasoning=reasoning)
         except NothingToTrain as exc:
             left_out(f"[red]row {result.index}: {escape(str(exc))}[/]")
             status = 1
             continue
-        except TemplateError as exc:
-            raise common.UserError(str(exc)) from None
+        except (TemplateError, ValueError) as exc:  # ValueError: a row the template's input cannot hold
+            raise common.UserError(f"row {result.index}: {exc}") from None
         if many:
             sys.stdout.buffer.write(orjson.dumps({"text": text}) + b"\n")
         elif raw:
@@ -226,7 +223,7 @@ def render_rows(
             sys.stdout.flush()
         elif tokens:
             assert tokenizer is not None
-            _token_table(messages, tokenizer, max_length, train_on, template)
+            _token_table(messages, tokenizer, max_length, train_on, template, reasoning)
         else:
             _show_text(result.index, text, spans, train_on, legend=not generation_prompt)
     if unrendered > common.SHOW_FINDINGS:
@@ -296,6 +293,7 @@ def _token_table(
     max_length: int | None,
     train_on: TrainOn,
     template: Template,
+    reasoning: Reasoning = "text",
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -303,7 +301,7 @@ def _token_table(
     from glmdata.masks import IGNORE_INDEX, tokenize, truncation_report
 
     tok = common.tokenizer_at(tokenizer_path)
-    encoded = tokenize(messages, tok, train_on=train_on, template=template)
+    encoded = tokenize(messages, tok, train_on=train_on, template=template, reasoning=reasoning)
     table = Table("pos", "token", "id", "label", title="tokens (label -100 = not trained)", title_justify="left")
     for position, (token_id, label) in enumerate(zip(encoded["input_ids"], encoded["labels"], strict=True)):
         piece = escape(repr(tok.decode([token_id]))[1:-1])  # [gMASK] is text, not markup
@@ -312,7 +310,7 @@ def _token_table(
         table.add_row(str(position), piece, str(token_id), str(label), style=style)
     out = Console(highlight=False, emoji=False)
     out.print(table)
-    report = truncation_report(messages, tok, max_length, train_on=train_on, template=template)
+    report = truncation_report(messages, tok, max_length, train_on=train_on, template=template, reasoning=reasoning)
     out.print(f"tokens: {report.tokens:,}  trained tokens: {report.trained_tokens:,}")
     if max_length is None:
         return

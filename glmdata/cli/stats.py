@@ -33,6 +33,7 @@ def stats(
         Path | None, typer.Option("--plot", help="Write the length histogram as a PNG (needs matplotlib).")
     ] = None,
     template: common.TemplateOpt = None,
+    reasoning: common.ReasoningOpt = "text",
     from_format: common.FromOpt = None,
     call_style: common.StyleOpt = common.CallStyle.native,
     as_json: common.JsonOpt = False,
@@ -48,6 +49,7 @@ def stats(
             template,
             common.conversion_options(from_format, call_style),
             as_json,
+            reasoning,
         ),
         stdout=as_json,
     )
@@ -62,12 +64,14 @@ def dataset_stats(
     template: str | None,
     options: Options,
     as_json: bool,
+    reasoning: str = "text",
 ) -> int:
     """Compute and print the statistics of ``file``; exit 1 when rows are rejected or there are none."""
     from glmdata.render import TemplateError
     from glmdata.stats import compute, plot, print_stats, pyplot
 
     train = common.checked_train_on(train_on)
+    thoughts = common.checked_reasoning(reasoning)
     common.check_max_length(max_length)
     common.check_paths(file, plot_path)
     if plot_path is not None:
@@ -79,9 +83,15 @@ def dataset_stats(
     chat = common.chat_template(template)
     try:
         result = compute(
-            file, tokenizer=tokenizer, max_length=max_length, train_on=train, options=options, template=chat
+            file,
+            tokenizer=tokenizer,
+            max_length=max_length,
+            train_on=train,
+            options=options,
+            template=chat,
+            reasoning=thoughts,
         )
-    except TemplateError as exc:  # a --template that fails on the rows (or attacks the sandbox)
+    except (TemplateError, ValueError) as exc:  # a --template that fails on the rows (or attacks the sandbox)
         raise common.UserError(str(exc)) from None
     if as_json:
         common.print_json(result.to_dict())

@@ -24,6 +24,7 @@ def tokenize(
     tokenizer: Annotated[str, typer.Option("--tokenizer", help="Local tokenizer directory of the model.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Output Parquet file.")] = "train.parquet",
     template: common.TemplateOpt = None,
+    reasoning: common.ReasoningOpt = "text",
     train_on: common.TrainOnOpt = "assistant",
     max_length: Annotated[
         int | None, typer.Option("--max-length", help="Cut each row to this many tokens, as training does.")
@@ -41,6 +42,7 @@ def tokenize(
 
         options = common.conversion_options(from_format, call_style)
         train = common.checked_train_on(train_on)
+        thoughts = common.checked_reasoning(reasoning)
         common.check_max_length(max_length)
         common.check_paths(input, output)
         if not output.endswith(".parquet"):
@@ -48,7 +50,9 @@ def tokenize(
         chat = common.chat_template(template)
         loaded = common.tokenizer_at(tokenizer)
         try:
-            return tokenize_dataset(input, output, loaded, chat, train, max_length, options, workers, as_json, quiet)
+            return tokenize_dataset(
+                input, output, loaded, chat, train, max_length, options, workers, as_json, quiet, thoughts
+            )
         except (TemplateError, ImportError) as exc:
             raise common.UserError(str(exc)) from None
 
@@ -66,6 +70,7 @@ def tokenize_dataset(
     workers: int,
     as_json: bool,
     quiet: bool,
+    reasoning: Any = "text",
 ) -> int:
     """Write the Parquet file; exit 1 when rows were rejected (by conversion, or with nothing to train)."""
     from glmdata import jsontext, tokenized
@@ -74,7 +79,7 @@ def tokenize_dataset(
     from glmdata.render import NothingToTrain, render_spans
     from glmdata.report import Report
 
-    made_with = tokenized.provenance(tokenizer, template, train_on, max_length, tokenizer_name="")
+    made_with = tokenized.provenance(tokenizer, template, train_on, max_length, tokenizer_name="", reasoning=reasoning)
     report = Report(input)
     totals = {"rows": 0, "tokens": 0, "trained_tokens": 0}
     rejected: list[Result] = []
@@ -86,11 +91,15 @@ def tokenize_dataset(
                 if result.ok:
                     messages = (result.row or jsontext.loads(result.encoded))["messages"]
                     try:
-                        rendered.append(render_spans(messages, train_on=train_on, template=template))
+                        rendered.append(
+                            render_spans(messages, train_on=train_on, template=template, reasoning=reasoning)
+                        )
                         kept.append(result.index)
                     except NothingToTrain as exc:  # e.g. every assistant turn says loss: false
                         result.issues.append(Issue("no-assistant", "messages", str(exc)))
                         result.rejected = True
+                    except ValueError as exc:  # a row the template's input cannot hold
+                        raise common.UserError(f"row {result.index}: {exc}") from None
                 report.add(result)
                 if result.rejected and len(rejected) < 5:
                     rejected.append(result)
