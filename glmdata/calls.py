@@ -33,13 +33,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from glmdata import families as _families
+
 __all__ = ["FAMILIES", "Call", "CallFormatError", "Turn", "family_of", "json_equal", "parse_turn"]
 
-#: The template families whose call format ``parse_turn`` reads.
-FAMILIES: tuple[str, ...] = ("glm-4-9b-chat", "glm-4-9b-chat-v2", "glm-4-0414", "glm-4.5", "glm-4.6")
-# Template names that are another name of a family (the official file names, the training twins).
+#: The template families whose call format ``parse_turn`` reads: every one of ``glmdata.families``.
+FAMILIES: tuple[str, ...] = tuple(_families.FAMILIES)
+# Template names that are another name of a family (the official file names).
 _ALIASES = {"glm-4-9b-0414": "glm-4-0414", "glm-4-32b-0414": "glm-4-0414", "glm4-0414": "glm-4-0414"}
-_NATIVE = frozenset({"glm-4-9b-chat", "glm-4-9b-chat-v2", "glm-4-0414"})
 
 _TOOL_CALL, _TOOL_CALL_END = "<tool_call>", "</tool_call>"
 _THINK, _THINK_END = "<think>", "</think>"
@@ -80,9 +81,11 @@ class Turn:
         return bool(self.calls) or self.error is not None
 
 
-def family_of(name: str) -> str:
-    """The family of a template name (``glm-4-9b-chat.generation`` -> ``glm-4-9b-chat``,
+def family_of(name: str | _families.Family) -> str:
+    """The family of a template name or ``glmdata.families.Family`` (``glm-4-9b-chat.generation`` -> ``glm-4-9b-chat``,
     ``glm-4-9b-0414`` -> ``glm-4-0414``); raises ``CallFormatError`` naming the known families."""
+    if isinstance(name, _families.Family):
+        return name.name
     base = name.removesuffix(".jinja").removesuffix(".generation")
     base = _ALIASES.get(base, base)
     if base not in FAMILIES:
@@ -90,14 +93,14 @@ def family_of(name: str) -> str:
     return base
 
 
-def parse_turn(text: str, family: str, tools: Sequence[Mapping[str, Any]] | None = None) -> Turn:
+def parse_turn(text: str, family: str | _families.Family, tools: Sequence[Mapping[str, Any]] | None = None) -> Turn:
     """Read ``text``, what the model wrote after ``<|assistant|>`` (up to the next role tag), as
     ``family`` writes a turn. ``tools`` are the declared tools (``{"type": "function", "function":
     {...}}`` or bare ``{"name", "parameters"}``): the native families use their names to tell a
     one-line call from an answer, ``glm-4.5``/``glm-4.6`` their parameter schemas to type values."""
-    fam = family_of(family)
+    fam = _families.FAMILIES[family_of(family)]
     functions = _functions(tools)
-    if fam in _NATIVE:
+    if fam.calls == "metadata":  # NAME\n{json}
         return _parse_native(text, functions)
     return _parse_xml(text, functions)
 
