@@ -92,8 +92,23 @@ NOT_SETTINGS = frozenset({"recipe", "config", "set_", "dry_run", "json_"})
 @app.command()
 def run(
     data: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Training data: GLM-4 messages JSONL (any format glmdata reads), or a FILE.parquet from `glmdata "
+            "tokenize` (trained on as it is, after checking it was made with this run's tokenizer, template, "
+            "--train-on and --max-length). Several files are mixed (see --weights).",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Annotated[
         str | None,
-        typer.Argument(help="Training data: GLM-4 messages JSONL (any format glmdata reads).", show_default=False),
+        typer.Option(
+            "--weights",
+            help="Mixing weights, one per DATA file in order, e.g. 2,1: how many times each training row of that "
+            "file is drawn per epoch (2: twice; 0.5: a seeded half of its rows; 1.5: every row once and a seeded "
+            "half again). (default: 1 each)",
+            show_default=False,
+        ),
     ] = None,
     recipe: Annotated[
         str | None, typer.Option("--recipe", help="A shipped recipe (`glmtrain recipes` lists them).")
@@ -127,7 +142,12 @@ def run(
         ),
     ] = None,
     eval_data: Annotated[
-        str | None, typer.Option("--eval-data", help="Held-out data file (instead of splitting DATA).")
+        str | None,
+        typer.Option(
+            "--eval-data",
+            help="Held-out data file (instead of splitting DATA): messages, or a tokenized FILE.parquet (evaluation "
+            "loss only: it has no messages to make prediction prompts of).",
+        ),
     ] = None,
     eval_rows: Annotated[
         str | None,
@@ -329,9 +349,16 @@ def run(
 ) -> None:
     """Validate DATA with glmdata, check the chat template, then train a LoRA adapter with TRL's SFTTrainer.
 
+    DATA is one file or several, mixed by --weights; a FILE.parquet from `glmdata tokenize` is trained on as it is.
+
     Settings come from the defaults (the GLM-4 tool-call tutorial), then --recipe or --config, then flags.
     """
-    flags = {name: value for name, value in locals().items() if name not in NOT_SETTINGS and value is not None}
+    # an empty DATA (no files given) leaves `data:` of a recipe or config file as it is
+    flags = {
+        name: value
+        for name, value in locals().items()
+        if name not in NOT_SETTINGS and value is not None and value != [] and value != ()
+    }
 
     def body() -> None:
         import signal
@@ -473,6 +500,68 @@ def _read_line() -> str:
     if not line:
         raise EOFError
     return line.rstrip("\n")
+
+
+@app.command("eval")
+def eval_(
+    output_dir: Annotated[Path, typer.Argument(help="Output directory of `glmtrain run`.", show_default=False)],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Held-out rows (any format glmdata reads); the run's own training file means the rows it held out.",
+            show_default=False,
+        ),
+    ],
+    rows: Annotated[int | None, typer.Option("--rows", help="Evaluate at most N rows (a seeded sample).")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the --rows sample. (default: the run's)", show_default=False)
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per turn.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Turns generated together.")] = 8,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family", help="Call format to read answers in. (default: the saved template's)", show_default=False
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Predictions JSONL. (default: OUTPUT_DIR/eval_predictions.jsonl)",
+            show_default=False,
+        ),
+    ] = None,
+    skip_invalid: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-invalid/--no-skip-invalid",
+            help="Evaluate the valid rows when glmdata rejects some. (default: the run's setting)",
+            show_default=False,
+        ),
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="Base model, if it is no longer where the run found it.")
+    ] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16, float32.")] = "auto",
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Generate every held-out assistant turn with the adapter; score tool calls and answers."""
+
+    def body() -> None:
+        from glmtrain.evaluate import evaluate, print_summary
+
+        summary = evaluate(
+            output_dir, data, console=err, rows=rows, seed=seed, max_new_tokens=max_new_tokens,
+            batch_size=batch_size, family=family, output=output, base_model=base_model, dtype=dtype,
+            skip_invalid=skip_invalid,
+        )  # fmt: skip
+        print_summary(summary, err)
+        if json_:
+            sys.stdout.write(json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+
+    _guard(body)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -117,7 +117,25 @@ def _auto_or_count(value: Any, handler: Any) -> Any:
         raise PydanticCustomError("eval_rows", "must be 'auto' or a number of rows (0: all of them)") from None
 
 
+def _data_files(value: Any) -> Any:
+    """One path stays text (as a config file writes it); several are a list; an empty list is none."""
+    if isinstance(value, (list, tuple)):
+        paths = [_path_text(v) for v in value]
+        return None if not paths else paths[0] if len(paths) == 1 else paths
+    return _path_text(value)
+
+
+def _weights(value: Any) -> Any:
+    """``2,1`` from the flag is the list a YAML file writes; one number is a list of one."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [value] if isinstance(value, (int, float)) else value
+
+
 PathText = Annotated[str, BeforeValidator(_path_text)]
+DataFiles = Annotated[str | list[str] | None, BeforeValidator(_data_files)]
+# a weight is how many times each training row of its dataset is drawn per epoch (see glmtrain.train.draw)
+Weights = Annotated[Annotated[list[PositiveFloat], Field(min_length=1)] | None, BeforeValidator(_weights)]
 EvalRows = Annotated[Literal["auto"] | NonNegativeInt, WrapValidator(_auto_or_count)]
 # a whole number of steps (rows, for eval_split), or below 1 a fraction of the total
 StepsOrRatio = Annotated[float, Field(ge=0), AfterValidator(_whole_if_integral)]
@@ -135,8 +153,9 @@ class TrainConfig(BaseModel):
     # coerce_numbers_to_str: YAML reads `run_name: 2024` as a number.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True, validate_assignment=True)
 
-    # data
-    data: PathText | None = None
+    # data: one file, or several mixed by weights (their order is the order of weights)
+    data: DataFiles = None
+    weights: Weights = None
     eval_data: PathText | None = None
     eval_split: StepsOrRatio = 0.1  # share held out (glmdata's stratified split); >= 1: about that many rows; 0: none
     # held-out rows an evaluation reads (a seeded sample); auto: at most 200, and no more than the rows
@@ -192,6 +211,26 @@ class TrainConfig(BaseModel):
     sft: dict[str, Any] = Field(default_factory=dict)
     # where each sft key was set (the layer), for error messages; not a setting
     _sft_sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def data_files(self) -> list[str]:
+        """The training data files, in order (``data`` is one path or a list)."""
+        if self.data is None:
+            return []
+        return [self.data] if isinstance(self.data, str) else list(self.data)
+
+    def data_weights(self) -> list[float]:
+        """One weight per data file (1 each when ``weights`` is not set); a count that does not match is a
+        usage error."""
+        files = self.data_files()
+        if self.weights is None:
+            return [1.0] * len(files)
+        if len(self.weights) != len(files):
+            raise GlmtrainError(
+                f"weights: {plural(len(self.weights), 'weight')} ({', '.join(f'{w:g}' for w in self.weights)}) "
+                f"for {plural(len(files), 'data file')}",
+                "give one weight per DATA file, in the same order (--weights 2,1 for two files), or none",
+            )
+        return list(self.weights)
 
     def sft_source(self, key: str) -> str:
         """The layer that set ``sft.KEY`` (a recipe, a file, the flags or a ``--set`` item)."""

@@ -19,8 +19,9 @@ import random
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,14 +101,23 @@ def read_rows(path: str, *, skip_invalid: bool, console) -> Rows:
 def split_rows(rows: Rows, eval_split: float, seed: int) -> tuple[list[int], list[int]]:
     """Positions of the training and held-out rows, by glmdata's stratified split (tool-call rows land
     in both parts; duplicates stay with their first copy). ``eval_split`` is a fraction (< 1) or a count."""
-    from glmdata.split import choose_eval, stratum
+    from glmdata.split import stratum
 
-    n = len(rows.rows)
+    strata = bytearray(stratum(r["messages"]) for r in rows.rows)
+    return split_positions(strata, rows.copies, eval_split, seed)
+
+
+def split_positions(
+    strata: bytearray, copies: dict[int, int], eval_split: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """``split_rows`` on the rows' strata (``glmdata.split.stratum``) and duplicates (position -> first copy)."""
+    from glmdata.split import choose_eval
+
+    n = len(strata)
     if eval_split <= 0 or n < 2:
         return list(range(n)), []
     fraction = eval_split if eval_split < 1 else min(eval_split, n - 1) / n
-    strata = bytearray(stratum(r["messages"]) for r in rows.rows)
-    chosen = choose_eval(strata, fraction, seed, rows.copies)
+    chosen = choose_eval(strata, fraction, seed, copies)
     return [i for i in range(n) if i not in chosen], sorted(chosen)
 
 
@@ -238,6 +248,7 @@ class TemplateCheck:
     line: int | None = None
     model_text: str | None = None
     training_text: str | None = None
+    rows_from: str | None = None  # set when the rows checked are not the data's (tokenized files have none)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -248,7 +259,8 @@ class TemplateCheck:
         if self.status == "same":
             return f"same text on {plural(self.rows_checked, 'sample row')}"
         return (
-            f"row {self.row}: first difference at character {self.position} (line {self.line})\n"
+            (f"{self.rows_from}, " if self.rows_from else "")
+            + f"row {self.row}: first difference at character {self.position} (line {self.line})\n"
             f"  model tokenizer: {self.model_text!r}\n"
             f"  training ({self.training_template}): {self.training_text!r}"
         )
@@ -309,6 +321,7 @@ def check_template(tokenizer, rows: Rows, template, samples: int) -> TemplateChe
                     line=ours.count("\n", 0, pos) + 1,
                     model_text=model_text[lo : pos + 40],
                     training_text=ours[lo : pos + 40],
+                    rows_from=rows.path if rows.rows is PROBE_ROWS else None,
                 )
     return TemplateCheck("same", template.origin, rows_checked=len(picks))
 
@@ -348,21 +361,27 @@ def _first_failure(rows: Rows, start: int, batch, tokenizer, train_on, template)
     raise AssertionError("a batch failed but none of its rows does")  # pragma: no cover
 
 
-def token_stats(encoded: list[dict[str, list[int]]], max_length: int | None) -> dict[str, Any]:
-    """Tokens, trained tokens, and what cutting every row to ``max_length`` loses.
+def token_stats(part: Part | list[dict[str, list[int]]], max_length: int | None) -> dict[str, Any]:
+    """Tokens, trained tokens, and what cutting every row to ``max_length`` loses, over the rows of
+    ``part`` (or of a list of ``input_ids`` / ``assistant_masks``).
 
     SFTTrainer truncates to ``max_length`` (keeping the start) and drops rows left with no trained
-    token; ``dropped_rows`` counts those.
+    token; ``dropped_rows`` counts those (with a row of a tokenized file that was cut before with no
+    trained token left).
     """
     from glmdata.stats import percentile
 
-    lengths = sorted(len(e["input_ids"]) for e in encoded)
-    tokens = sum(lengths)
-    trained = sum(sum(e["assistant_masks"]) for e in encoded)
+    if isinstance(part, list):
+        encoded = part
+        lengths, trained = [len(e["input_ids"]) for e in encoded], [sum(e["assistant_masks"]) for e in encoded]
+        source = Source("", 1.0, [], lengths, trained, bytearray(), {}, None, encoded=encoded)
+        part = Part([source], [(0, i) for i in range(len(encoded))])
+    row_lengths, row_trained = part.lengths(), part.trained()
+    lengths = sorted(row_lengths)
     stats: dict[str, Any] = {
-        "rows": len(encoded),
-        "tokens": tokens,
-        "trained_tokens": trained,
+        "rows": len(lengths),
+        "tokens": sum(lengths),
+        "trained_tokens": sum(row_trained),
         "tokens_per_row": {
             "p50": percentile(lengths, 50),
             "p90": percentile(lengths, 90),
@@ -375,14 +394,13 @@ def token_stats(encoded: list[dict[str, list[int]]], max_length: int | None) -> 
         "dropped_rows": 0,
     }
     if max_length is not None:
-        for e in encoded:
-            if len(e["input_ids"]) > max_length:
+        for n, t, cut in zip(row_lengths, row_trained, part.trained_after(max_length)):
+            if n > max_length:
                 stats["truncated_rows"] += 1
-                stats["tokens_cut"] += len(e["input_ids"]) - max_length
-                cut = sum(e["assistant_masks"][max_length:])
+                stats["tokens_cut"] += n - max_length
                 stats["trained_tokens_cut"] += cut
-                if cut == sum(e["assistant_masks"]):
-                    stats["dropped_rows"] += 1
+            if cut == t:  # nothing trained is left (for a row that is not cut: nothing was there)
+                stats["dropped_rows"] += 1
     return stats
 
 
@@ -410,6 +428,344 @@ def warn_truncation(stats: dict[str, Any], console, label: str) -> None:
     console.print(msg)
 
 
+# --- data sources: files of messages and tokenized files, mixed by weights --------------------
+
+# The template check needs conversations; a run on tokenized files alone has none, so it renders these.
+PROBE_ROWS: list[Any] = [
+    {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hi! How can I help?"}]},
+    {
+        "messages": [
+            {
+                "role": "system",
+                "content": "",
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "description": "Weather of a city",
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"city": {"type": "string"}},
+                                "required": ["city"],
+                            },
+                        },
+                    }
+                ],
+            },
+            {"role": "user", "content": "Weather in Rome?"},
+            {"role": "assistant", "metadata": "get_weather", "content": '{"city": "Rome"}'},
+            {"role": "observation", "content": '{"temp": 25}'},
+            {"role": "assistant", "content": "25 degrees in Rome."},
+        ]
+    },
+]
+TOKENIZED_COLUMNS = ("input_ids", "assistant_masks", "row")  # what the trainer gets (labels follow from the masks)
+SCAN_BATCH = 4096  # rows per batch when a tokenized file is read for its statistics
+
+
+@dataclass
+class Source:
+    """One data file of the run, tokenized: a file of messages (validated and tokenized here), or a
+    Parquet file written by ``glmdata tokenize`` (read as it is). Per row: its number in the file, its
+    tokens, its trained tokens, its stratum for the held-out split; and the rows as a ``datasets.Dataset``
+    (``input_ids``, ``assistant_masks``, ``row``), in memory for messages, memory-mapped for a file."""
+
+    path: str
+    weight: float
+    indices: list[int]
+    lengths: list[int]
+    trained: list[int]
+    strata: bytearray
+    copies: dict[int, int]  # position of an exact duplicate -> position of its first copy
+    dataset: Any
+    rows: Rows | None = None  # a file of messages: the rows glmdata kept, and its report
+    encoded: list[dict[str, list[int]]] | None = None
+    made_with: Any = None  # a tokenized file: its glmdata.tokenized.Provenance
+
+    @property
+    def kind(self) -> str:
+        return "messages" if self.rows is not None else "tokenized"
+
+    @property
+    def rejected(self) -> int | None:
+        """Rows glmdata rejected (``None`` for a tokenized file: they were counted by ``glmdata tokenize``)."""
+        return self.rows.report.rejected if self.rows is not None else None
+
+    def trained_after(self, positions: list[int], max_length: int) -> list[int]:
+        """Trained tokens past ``max_length`` in each of these rows."""
+        if self.encoded is not None:
+            return [sum(self.encoded[p]["assistant_masks"][max_length:]) for p in positions]
+        out: list[int] = []
+        masks = self.dataset.select_columns(["assistant_masks"]).select(positions)
+        for batch in masks.iter(batch_size=1000):
+            out.extend(sum(m[max_length:]) for m in batch["assistant_masks"])
+        return out
+
+    def report(self) -> dict[str, Any]:
+        if self.rows is not None:
+            return self.rows.report.to_dict()
+        return {
+            "source": self.path,
+            "kind": "tokenized",
+            "rows": len(self.indices),
+            "made_with": asdict(self.made_with),
+        }
+
+
+def messages_source(rows: Rows, weight: float, encoded: list[dict[str, list[int]]]) -> Source:
+    """A file of messages, tokenized by ``tokenize_rows``."""
+    from glmdata.split import stratum
+
+    return Source(
+        rows.path,
+        weight,
+        list(rows.indices),
+        [len(e["input_ids"]) for e in encoded],
+        [sum(e["assistant_masks"]) for e in encoded],
+        bytearray(stratum(r["messages"]) for r in rows.rows),
+        dict(rows.copies),
+        _dataset(encoded, rows.indices),
+        rows=rows,
+        encoded=encoded,
+    )
+
+
+def is_tokenized(path: str) -> bool:
+    """Whether ``path`` is a tokenized file (Parquet with ``input_ids``) rather than rows of messages
+    (any format glmdata reads, Parquet of messages included)."""
+    if not str(path).lower().endswith(".parquet"):
+        return False
+    from glmdata import tokenized
+
+    pa = _pyarrow(path)
+    try:
+        schema = pa.parquet.read_schema(path)
+    except (OSError, pa.ArrowException) as e:
+        raise GlmtrainError(
+            f"cannot read {path}: {e}", "check the path; a tokenized file comes from `glmdata tokenize`"
+        ) from None
+    return tokenized.METADATA_KEY in (schema.metadata or {}) or "input_ids" in schema.names
+
+
+def _pyarrow(path: str) -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise GlmtrainError(f"{path}: Parquet files need pyarrow", "pip install 'glmdata[parquet]'") from None
+    return pyarrow
+
+
+def _template_arg(origin: str, tokenizer_path: str) -> str:
+    """How to name the template of this origin to ``--template`` (of ``glmdata tokenize`` and ``glmtrain run``)."""
+    if origin.startswith("glmdata:"):
+        return origin.removeprefix("glmdata:")
+    if origin.endswith(" tokenizer"):  # --template model
+        return tokenizer_path
+    return origin.removesuffix(":chat_template")
+
+
+def check_tokenized(path: str, expected: Any, setting: Any, tokenizer_path: str) -> None:
+    """Refuse a tokenized file made otherwise than this run tokenizes: with another tokenizer, template
+    or ``train_on``, or cut at another ``max_length`` than ``setting`` (``--max-length``) allows.
+    A file that was not cut trains with any ``max_length`` (the trainer cuts it as it cuts other rows)."""
+    from glmdata import tokenized
+
+    found = tokenized.read_provenance(path)
+    if found is None:
+        raise DataProblem(
+            f"{path} holds input_ids but not glmdata's metadata ({tokenized.METADATA_KEY.decode()}): "
+            "what it was tokenized with is unknown",
+            f"make it with `glmdata tokenize DATA --tokenizer {tokenizer_path} -o {path}`, or train on the messages",
+        )
+    differs = [name for name in found.same_tokens_as(expected) if name != "max_length"]
+    length_ok = found.max_length is None or setting == "auto" or setting == found.max_length
+    if not differs and length_ok:
+        return
+    said = [f"{name}: the file has {_made(found, name)}, this run {_made(expected, name)}" for name in differs]
+    if not length_ok:
+        run_length = "no cut (--max-length none)" if setting is None else f"--max-length {setting}"
+        said.append(f"max_length: the file was cut at {found.max_length} tokens, this run asks for {run_length}")
+    again = (
+        f"glmdata tokenize DATA --tokenizer {tokenizer_path} --template {_template_arg(expected.template_name, tokenizer_path)} "
+        f"--train-on {expected.train_on}" + (f" --max-length {setting}" if isinstance(setting, int) else "")
+    )
+    match = []
+    if "tokenizer" in differs:
+        match.append(
+            f"--tokenizer (or --model) with the tokenizer it was made with ({found.tokenizer_name or 'unnamed'})"
+        )
+    if "template" in differs:
+        match.append(f"--template {_template_arg(found.template_name, tokenizer_path)}")
+    if "train_on" in differs:
+        match.append(f"--train-on {found.train_on}")
+    if not length_ok:
+        match.append(f"--max-length {found.max_length} (or auto)")
+    raise DataProblem(
+        f"{path} was tokenized with other settings than this run's ({'; '.join(said)}); it was made with the "
+        f"tokenizer {found.tokenizer_name or 'unnamed'}, the template {found.template_name or 'unnamed'}, "
+        f"--train-on {found.train_on} and "
+        + ("no --max-length" if found.max_length is None else f"--max-length {found.max_length}")
+        + "; nothing was loaded or trained",
+        f"tokenize again with this run's settings ({again} -o {path}), or make the run match the file: "
+        + ", ".join(match),
+    )
+
+
+def _made(made_with: Any, name: str) -> str:
+    value = getattr(made_with, name)
+    if name in ("tokenizer", "template"):
+        origin = getattr(made_with, f"{name}_name")
+        return f"{origin or 'unnamed'} (sha256 {value[:12]})"
+    return repr(value)
+
+
+def tokenized_max_length(files: list[tuple[str, Any]]) -> int | None:
+    """The ``max_length`` tokenized files were cut at (``None`` when none was); files cut at different
+    lengths do not train together."""
+    cut = [(path, made.max_length) for path, made in files if made.max_length is not None]
+    for path, length in cut[1:]:
+        if length != cut[0][1]:
+            raise DataProblem(
+                f"{path} was cut at max_length {length} and {cut[0][0]} at {cut[0][1]}: one run trains at one length",
+                "tokenize them again with the same --max-length (or none: the run then cuts them)",
+            )
+    return cut[0][1] if cut else None
+
+
+def read_tokenized(path: str, weight: float, made_with: Any, tokenizer) -> Source:
+    """A tokenized file as a ``Source``: one pass over its row groups for the statistics (memory: a few
+    numbers per row), and a memory-mapped ``datasets.Dataset`` of its rows for the trainer.
+
+    The held-out split has only the ids to go by: a row holding ``<|observation|>`` (a tool result) is a
+    tool-call row, any other a plain one; rows with the same ids and masks are duplicates."""
+    import hashlib
+
+    import numpy as np
+    from datasets import Dataset
+
+    from glmdata.split import CALLS, PLAIN
+
+    pa = _pyarrow(path)
+    parquet = pa.parquet.ParquetFile(path)
+    missing = [c for c in TOKENIZED_COLUMNS if c not in parquet.schema_arrow.names]
+    if missing:
+        raise DataProblem(f"{path}: no {', '.join(missing)} column", "make it with `glmdata tokenize`")
+    observation = tokenizer.convert_tokens_to_ids("<|observation|>")
+    if not isinstance(observation, int) or observation == tokenizer.unk_token_id:
+        observation = -1  # no such token: every row is a plain one
+    source = Source(path, weight, [], [], [], bytearray(), {}, None, made_with=made_with)
+    first: dict[bytes, int] = {}
+    for batch in parquet.iter_batches(batch_size=SCAN_BATCH, columns=list(TOKENIZED_COLUMNS)):
+        ids, masks = batch.column("input_ids"), batch.column("assistant_masks")
+        offsets = ids.offsets.to_numpy().astype(np.int64)
+        offsets -= offsets[0]
+        flat_ids = ids.flatten().to_numpy()
+        flat_masks = masks.flatten().to_numpy().astype(np.int64)
+        trained = np.concatenate([[0], np.cumsum(flat_masks)])
+        calls = np.concatenate([[0], np.cumsum(flat_ids == observation)])
+        starts, ends = offsets[:-1], offsets[1:]
+        source.lengths.extend((ends - starts).tolist())
+        source.trained.extend((trained[ends] - trained[starts]).tolist())
+        source.strata.extend(CALLS if n else PLAIN for n in (calls[ends] - calls[starts]).tolist())
+        source.indices.extend(batch.column("row").to_pylist())
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            key = hashlib.blake2b(flat_ids[a:b].tobytes() + flat_masks[a:b].tobytes(), digest_size=16).digest()
+            position = len(source.copies) + len(first)
+            if key in first:
+                source.copies[position] = first[key]
+            else:
+                first[key] = position
+    if not source.indices:
+        raise DataProblem(f"{path}: no rows to train on")
+    source.dataset = Dataset.from_parquet(path, columns=list(TOKENIZED_COLUMNS))
+    return source
+
+
+def draw(positions: list[int], weight: float, rng: random.Random) -> list[int]:
+    """The rows of a dataset in one epoch of the mix: each row ``int(weight)`` times, plus a seeded sample
+    (without replacement) of the fraction left (``weight`` 1.5: every row once, and half of them again;
+    0.5: half of them). Weight 1 is every row once, in order."""
+    whole, part = int(weight), weight - int(weight)
+    drawn = positions * whole
+    if part:
+        drawn += sorted(rng.sample(positions, round(part * len(positions))))
+    return drawn
+
+
+@dataclass
+class Part:
+    """Rows drawn from the sources, in order: (source number, position) pairs; a row may repeat."""
+
+    sources: list[Source]
+    picks: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def lengths(self) -> list[int]:
+        return [self.sources[k].lengths[p] for k, p in self.picks]
+
+    def trained(self) -> list[int]:
+        return [self.sources[k].trained[p] for k, p in self.picks]
+
+    def subset(self, keep: list[int]) -> Part:
+        return Part(self.sources, [self.picks[i] for i in keep])
+
+    def by_source(self) -> dict[int, list[int]]:
+        """Each source's positions, in the order they are picked."""
+        out: dict[int, list[int]] = {}
+        for k, p in self.picks:
+            out.setdefault(k, []).append(p)
+        return out
+
+    def trained_after(self, max_length: int) -> list[int]:
+        """Trained tokens past ``max_length`` in each picked row (0 for rows that are not longer)."""
+        out = [0] * len(self.picks)
+        where: dict[int, list[int]] = {}
+        for i, (k, p) in enumerate(self.picks):
+            if self.sources[k].lengths[p] > max_length:
+                where.setdefault(k, []).append(i)
+        for k, picked in where.items():
+            cuts = self.sources[k].trained_after([self.picks[i][1] for i in picked], max_length)
+            for i, cut in zip(picked, cuts):
+                out[i] = cut
+        return out
+
+    def rows(self) -> Rows | None:
+        """The picked rows that have messages (predictions need them), or ``None``."""
+        picked = [(self.sources[k], p) for k, p in self.picks if self.sources[k].rows is not None]
+        if not picked:
+            return None
+        first = picked[0][0].rows
+        assert first is not None
+        return Rows(
+            first.path,
+            [s.rows.rows[p] for s, p in picked if s.rows],
+            [s.rows.indices[p] for s, p in picked if s.rows],
+            first.report,
+        )
+
+    def dataset(self, *, label_sources: bool = False):
+        """The picked rows as one ``datasets.Dataset`` (``label_sources``: with a ``dataset`` column, the
+        source's number, when several datasets are mixed)."""
+        from datasets import concatenate_datasets
+
+        parts = []
+        for k, positions in self.by_source().items():
+            part = self.sources[k].dataset
+            if positions != list(range(len(part))):
+                part = part.select(positions)
+            if label_sources:
+                part = part.add_column("dataset", [k] * len(positions))
+            parts.append(part)
+        if len(parts) == 1:
+            return parts[0]
+        features = parts[0].features
+        return concatenate_datasets([p if p.features == features else p.cast(features) for p in parts])
+
+
 # --- settings checked before the data is read ------------------------------------------------
 
 
@@ -421,6 +777,7 @@ def check_settings(cfg: TrainConfig, console=None) -> tuple[str | None, str | No
     from glmtrain.callbacks import tracker_mode
 
     check_launcher(os.environ)
+    cfg.data_weights()  # one weight per data file
     mode = tracker_mode(cfg.tracker)
     resume = resolve_resume(cfg, console)
     if cfg.load_in_4bit:
@@ -510,37 +867,53 @@ def _int_from_env(names: tuple[str, ...], default: int) -> int:
 
 @dataclass
 class Prepared:
-    """Everything decided before weights load: the rows, datasets, statistics, the plan, and the
-    trainer's arguments (TRL's ``SFTConfig``, built and so checked)."""
+    """Everything decided before weights load: the data sources, the rows drawn for training and
+    evaluation, datasets, statistics, the plan, and the trainer's arguments (TRL's ``SFTConfig``,
+    built and so checked)."""
 
     cfg: TrainConfig
     model_path: str | None  # None: a dry run with --tokenizer does not look for the model
     tokenizer: Any
     template: Any
     template_check: TemplateCheck
-    train: Rows
-    eval: Rows | None  # the held-out rows evaluated during training (at most --eval-rows)
+    sources: list[Source]  # the training data files, in order
+    eval_source: Source | None  # --eval-data
+    train_part: Part  # the rows of one epoch of training (the mix)
+    eval_part: Part | None  # the held-out rows evaluated during training (at most --eval-rows)
+    eval: Rows | None  # those of them that have messages: the prompts of the predictions
     train_dataset: Any
     eval_dataset: Any
     held_out: int = 0  # all the held-out rows
+    held_part: Part | None = None  # all of them
     plan: dict[str, Any] = field(default_factory=dict)
     args: Any = None
 
 
 def prepare(cfg: TrainConfig, console, *, need_model: bool = True) -> Prepared:
-    """Validate, check the template, tokenize, split and plan; build the ``SFTConfig``. Loads no
-    weights. With ``cfg.tokenizer`` and ``need_model=False`` (a dry run) the model is not looked for."""
-    if not cfg.data:
+    """Validate, check the template, tokenize (or check the tokenized files), split, mix and plan; build
+    the ``SFTConfig``. Loads no weights. With ``cfg.tokenizer`` and ``need_model=False`` (a dry run) the
+    model is not looked for."""
+    from glmdata import tokenized
+
+    files, weights = cfg.data_files(), cfg.data_weights()
+    if not files:
         raise GlmtrainError("no data: give DATA.jsonl (or `data:` in the config)", "glmtrain run DATA.jsonl")
-    rows = read_rows(cfg.data, skip_invalid=cfg.skip_invalid, console=console)
-    eval_file = read_rows(cfg.eval_data, skip_invalid=cfg.skip_invalid, console=console) if cfg.eval_data else None
+    paths = files + ([cfg.eval_data] if cfg.eval_data else [])
+    pretokenized = {i: is_tokenized(path) for i, path in enumerate(paths)}
+    rows = {
+        i: read_rows(path, skip_invalid=cfg.skip_invalid, console=console)
+        for i, path in enumerate(paths)
+        if not pretokenized[i]
+    }
 
     model_path = resolve_model(cfg.model, console) if need_model or not cfg.tokenizer else None
     tokenizer_path = resolve_model(cfg.tokenizer, console) if cfg.tokenizer else model_path
     assert tokenizer_path is not None
     tokenizer = load_tokenizer(tokenizer_path)
     template = training_template(cfg, tokenizer)
-    check = check_template(tokenizer, rows, template, cfg.template_samples)
+    # the rows of the first file with messages; tokenized files alone have none, so probe conversations
+    sample = next(iter(rows.values()), None) or Rows("glmtrain's probe conversations", PROBE_ROWS, [0, 1], None)
+    check = check_template(tokenizer, sample, template, cfg.template_samples)
     if check.status == "differs" and not cfg.allow_template_mismatch:
         raise DataProblem(
             "the model tokenizer's chat template (used at inference) renders the data differently from the "
@@ -558,48 +931,91 @@ def prepare(cfg: TrainConfig, console, *, need_model: bool = True) -> Prepared:
             )
         )
 
-    encoded = tokenize_rows(rows, tokenizer, train_on=cfg.train_on, template=template)
-    if eval_file is None:
-        train_pos, eval_pos = split_rows(rows, cfg.eval_split, cfg.seed)
-        eval_encoded = [encoded[i] for i in eval_pos]
-        eval_rows: Rows | None = rows.subset(eval_pos) if eval_pos else None
-    else:
-        train_pos = list(range(len(rows.rows)))
-        eval_encoded = tokenize_rows(eval_file, tokenizer, train_on=cfg.train_on, template=template)
-        eval_rows = eval_file
-    train_rows = rows.subset(train_pos)
-    train_encoded = [encoded[i] for i in train_pos]
-    held_out = len(eval_encoded)
+    # tokenized files made otherwise are refused before anything is tokenized
+    provenances = {}
+    if any(pretokenized.values()):
+        try:
+            expected = tokenized.provenance(tokenizer, template, cfg.train_on, None, tokenizer_name=tokenizer_path)
+        except AttributeError:
+            raise GlmtrainError(
+                f"{tokenizer_path}: not a fast tokenizer, so tokenized files cannot be checked against it",
+                "train on the messages instead",
+            ) from None
+        for i in (i for i, is_file in pretokenized.items() if is_file):
+            check_tokenized(paths[i], expected, cfg.max_length, tokenizer_path)
+            provenances[i] = tokenized.read_provenance(paths[i])
+    cut_at = tokenized_max_length([(paths[i], p) for i, p in provenances.items()])
 
-    longest = max(len(e["input_ids"]) for e in train_encoded + eval_encoded)
-    max_length = choose_max_length(cfg, longest)
-    stats = token_stats(train_encoded, max_length)
+    sources: list[Source] = []
+    for i, path in enumerate(paths):
+        weight = weights[i] if i < len(files) else 1.0
+        if pretokenized[i]:
+            sources.append(read_tokenized(path, weight, provenances[i], tokenizer))
+        else:
+            encoded = tokenize_rows(rows[i], tokenizer, train_on=cfg.train_on, template=template)
+            sources.append(messages_source(rows[i], weight, encoded))
+    eval_source = sources.pop() if cfg.eval_data else None
+
+    # held out: each dataset's own stratified split, unless --eval-data
+    if eval_source is None:
+        eval_split = cfg.eval_split
+        total = sum(len(s.indices) for s in sources)
+        if eval_split >= 1 and len(sources) > 1:  # a count of rows over all datasets, shared by their size
+            eval_split = min(eval_split, total - 1) / total
+        splits = [split_positions(s.strata, s.copies, eval_split, cfg.seed) for s in sources]
+        held = Part(sources, [(k, p) for k, (_, ev) in enumerate(splits) for p in ev])
+        train_positions = [tr for tr, _ in splits]
+    else:
+        held = Part([*sources, eval_source], [(len(sources), p) for p in range(len(eval_source.indices))])
+        train_positions = [list(range(len(s.indices))) for s in sources]
+    mix = Part(
+        sources,
+        [
+            (k, p)
+            for k, s in enumerate(sources)
+            for p in draw(train_positions[k], s.weight, random.Random(f"glmtrain mix {cfg.seed} {k}"))
+        ],
+    )
+    if not mix.picks:
+        raise DataProblem("no rows left to train on after holding rows out", "lower --eval-split")
+    held_out = len(held)
+
+    longest = max(mix.lengths() + held.lengths())
+    max_length = cut_at if cut_at is not None else choose_max_length(cfg, longest)
+    if cut_at is not None and cfg.max_length == "auto":
+        console.print(f"max_length {cut_at}: the length the tokenized data was cut at")
+    stats = token_stats(mix, max_length)
     warn_truncation(stats, console, "training")
     if stats["dropped_rows"] == stats["rows"]:
         raise DataProblem(
             f"max_length {max_length} leaves no training row with a trained token",
             f"raise --max-length (the longest row has {plural(longest, 'token')}) or use --max-length auto",
         )
-    steps = schedule(cfg, stats, max_length, has_eval=bool(eval_encoded))
+    steps = schedule(cfg, stats, max_length, has_eval=bool(held.picks))
     limit = eval_rows_limit(cfg, steps)
-    if eval_rows is not None and limit and held_out > limit:
+    eval_part: Part | None = held if held.picks else None
+    if eval_part is not None and limit and held_out > limit:
         # evaluation during training reads a seeded sample of the held-out rows
-        keep = sorted(random.Random(cfg.seed).sample(range(held_out), limit))
-        eval_rows, eval_encoded = eval_rows.subset(keep), [eval_encoded[i] for i in keep]
-    eval_stats = token_stats(eval_encoded, max_length) if eval_encoded else None
+        eval_part = held.subset(sorted(random.Random(cfg.seed).sample(range(held_out), limit)))
+    eval_stats = token_stats(eval_part, max_length) if eval_part is not None else None
     if eval_stats:
         warn_truncation(eval_stats, console, "held-out")
         if eval_stats["dropped_rows"] == eval_stats["rows"]:
             console.print("[yellow]no held-out row keeps a trained token at this max_length: evaluation is off[/]")
-            eval_rows, eval_encoded, eval_stats = None, [], None
+            eval_part, eval_stats = None, None
             steps = schedule(cfg, stats, max_length, has_eval=False)
 
-    train_dataset = _dataset(train_encoded, train_rows.indices)
-    eval_dataset = _dataset(eval_encoded, eval_rows.indices) if eval_rows and eval_encoded else None
+    train_dataset = mix.dataset(label_sources=len(sources) > 1)
+    eval_dataset = eval_part.dataset() if eval_part is not None else None
+    eval_rows = eval_part.rows() if eval_part is not None else None
     prep = Prepared(
-        cfg, model_path, tokenizer, template, check, train_rows, eval_rows, train_dataset, eval_dataset, held_out
-    )
+        cfg, model_path, tokenizer, template, check, sources, eval_source, mix, eval_part, eval_rows,
+        train_dataset, eval_dataset, held_out, held,
+    )  # fmt: skip
     prep.plan = make_plan(prep, stats, eval_stats, longest, max_length, steps)
+    note = prep.plan["predictions"].get("off")
+    if note and cfg.num_predictions > 0 and eval_part is not None:
+        console.print(f"[yellow]predictions:[/] {escape(note)}")
     prep.args = sft_config(cfg, prep)
     world = prep.plan["steps"]["processes"]
     if prep.args.world_size != world:
@@ -679,23 +1095,26 @@ def make_plan(
 ) -> dict[str, Any]:
     cfg = prep.cfg
     has_eval = prep.eval_dataset is not None
+    files = cfg.data_files()
     return {
-        "data": prep.train.path,
+        "data": files[0] if len(files) == 1 else files,
+        "datasets": dataset_table(prep),
         "model": cfg.model,
         "model_path": prep.model_path,
         "tokenizer": cfg.tokenizer,
         "rows": {
-            "valid": prep.train.report.rows_out,
-            "left_out": prep.train.report.rejected,
-            "train": len(prep.train.rows),
+            "valid": sum(len(s.indices) for s in prep.sources),
+            "left_out": sum(s.rejected or 0 for s in prep.sources),
+            "train": len(prep.train_part),
             "held_out": prep.held_out if has_eval else 0,
-            "eval": len(prep.eval.rows) if prep.eval and has_eval else 0,
+            "eval": len(prep.eval_part) if prep.eval_part is not None and has_eval else 0,
             "eval_rows": cfg.eval_rows,
         },
         "tokens": stats,
         "eval_tokens": eval_stats,
         "max_length": {"value": max_length, "setting": cfg.max_length, "longest_row": longest},
         "steps": steps,
+        "predictions": predictions_plan(prep),
         "lora": {
             "r": cfg.lora_r,
             "alpha": cfg.lora_alpha,
@@ -709,6 +1128,53 @@ def make_plan(
     }
 
 
+def dataset_table(prep: Prepared) -> list[dict[str, Any]]:
+    """Per training file: its rows, rows rejected, tokens, the rows trained and held out, its weight, and
+    its share of one epoch of the mix (of the rows, and of the trained tokens)."""
+    drawn = Counter(k for k, _ in prep.train_part.picks)
+    trained_drawn: Counter[int] = Counter()
+    for (k, _), t in zip(prep.train_part.picks, prep.train_part.trained()):
+        trained_drawn[k] += t
+    held = Counter(k for k, _ in prep.held_part.picks) if prep.held_part is not None else Counter()
+    rows_total, trained_total = max(1, len(prep.train_part)), max(1, sum(trained_drawn.values()))
+    return [
+        {
+            "path": s.path,
+            "kind": s.kind,
+            "rows": len(s.indices),
+            "rejected": s.rejected,
+            "tokens": sum(s.lengths),
+            "trained_tokens": sum(s.trained),
+            "held_out": held[k],
+            "weight": s.weight,
+            "train": drawn[k],
+            "share": round(drawn[k] / rows_total, 4),
+            "trained_share": round(trained_drawn[k] / trained_total, 4),
+            "made_with": asdict(s.made_with) if s.made_with is not None else None,
+        }
+        for k, s in enumerate(prep.sources)
+    ]
+
+
+def predictions_plan(prep: Prepared) -> dict[str, Any]:
+    """How many held-out rows the predictions can come from, and why there are none when there are none:
+    a tokenized file holds ids, not the messages a prompt is made of."""
+    evaluated = prep.eval_part is not None and prep.eval_dataset is not None
+    rows = len(prep.eval.rows) if prep.eval is not None and evaluated else 0
+    plan: dict[str, Any] = {"rows": rows, "per_evaluation": min(rows, prep.cfg.num_predictions)}
+    if evaluated and not rows:
+        assert prep.eval_part is not None
+        paths = sorted({prep.eval_part.sources[k].path for k, _ in prep.eval_part.picks})
+        plan["off"] = (
+            f"off: the held-out rows come from {', '.join(paths)}, token ids without the messages a prompt is "
+            "made of; evaluation loss is measured, but no answers are generated. For predictions, pass "
+            "--eval-data with messages (the JSONL the file was tokenized from, or a held-out part of it)"
+        )
+    elif evaluated and rows < len(prep.eval_part or []):
+        plan["note"] = f"from the {plural(rows, 'held-out row')} with messages (rows of tokenized files have none)"
+    return plan
+
+
 def _every(steps: int) -> str:
     return "every step" if steps == 1 else f"every {steps} steps"
 
@@ -719,12 +1185,20 @@ def print_plan(plan: dict[str, Any], console) -> None:
     t, s, r = plan["tokens"], plan["steps"], plan["rows"]
     per_row = t["tokens_per_row"]
     table = Table(show_header=False, title="glmtrain plan", title_justify="left")
-    data = f"{plan['data']}: {plural(r['train'], 'row')} to train on, {r['held_out']} held out"
+    datasets = plan.get("datasets") or []
+    several = len(datasets) > 1
+    where = plural(len(datasets), "dataset") if several else str(plan["data"])
+    if not several and datasets and datasets[0]["kind"] == "tokenized":
+        where += " (tokenized)"
+    data = f"{where}: {plural(r['train'], 'row')} to train on" + (" per epoch" if several else "")
+    data += f", {r['held_out']} held out"
     if r["eval"] != r["held_out"]:
         data += f" ({r['eval']} evaluated, --eval-rows {r['eval_rows']})"
     if r["left_out"]:
         data += f" ({plural(r['left_out'], 'invalid row')} left out)"
     table.add_row("data", data)
+    for number, d in enumerate(datasets if several else [], 1):
+        table.add_row(f"dataset {number}", describe_dataset(d))
     table.add_row("model", plan["model"] + (f" (tokenizer: {plan['tokenizer']})" if plan.get("tokenizer") else ""))
     table.add_row(
         "tokens",
@@ -759,9 +1233,22 @@ def print_plan(plan: dict[str, Any], console) -> None:
         f"r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']} on {', '.join(lora['target_modules'])}; "
         f"lr {plan['learning_rate']}",
     )
+    predictions = plan.get("predictions") or {}
+    if predictions.get("off"):
+        table.add_row("predictions", predictions["off"])
     table.add_row("template", plan["template"]["status"])
     table.add_row("output", plan["output_dir"])
     console.print(table)
+
+
+def describe_dataset(d: dict[str, Any]) -> str:
+    """One dataset of the plan: what it holds, and its share of the mix."""
+    rejected = "tokenized" if d["rejected"] is None else f"{d['rejected']} rejected"
+    return (
+        f"{d['path']} ({plural(d['rows'], 'row')}, {rejected}): {d['tokens']} tokens ({d['trained_tokens']} trained), "
+        f"{d['held_out']} held out; weight {d['weight']:g}: {plural(d['train'], 'row')} per epoch, "
+        f"{100 * d['share']:.1f}% of the mix ({100 * d['trained_share']:.1f}% of its trained tokens)"
+    )
 
 
 # --- training --------------------------------------------------------------------------------
@@ -975,8 +1462,9 @@ def _write_outputs_before(prep: Prepared, resume: str | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text(dump(prep.cfg), encoding="utf-8")
     report = {
-        "train_file": prep.train.report.to_dict(),
-        "eval_file": prep.eval.report.to_dict() if prep.cfg.eval_data and prep.eval else None,
+        "train_file": prep.sources[0].report(),
+        "train_files": [s.report() for s in prep.sources],
+        "eval_file": prep.eval_source.report() if prep.eval_source is not None else None,
         "tokens": prep.plan["tokens"],
         "eval_tokens": prep.plan["eval_tokens"],
         "template": prep.plan["template"],
@@ -989,14 +1477,12 @@ def _write_outputs_before(prep: Prepared, resume: str | None) -> None:
 
 def save_tokenizer_template(prep: Prepared, directory: Path) -> None:
     """Write the training template into the saved tokenizer when the model's own differs (or is missing)."""
-    from glmdata.render import DEFAULT_TEMPLATE, install_template
+    from glmdata.render import install_template
 
     if prep.template_check.status == "same" or not prep.cfg.save_template:
         return
-    if prep.template.origin == f"glmdata:{DEFAULT_TEMPLATE}":
-        install_template(directory, training=True)  # same bytes, plus {% generation %} markers
-    else:
-        install_template(directory, template=prep.template)
+    # a known template is written as its training variant: the same bytes, plus {% generation %} markers
+    install_template(directory, template=prep.template)
 
 
 # --- interruptions ---------------------------------------------------------------------------
