@@ -289,10 +289,12 @@ def training_template(cfg: TrainConfig, tokenizer):
 
 def check_template(tokenizer, rows: Rows, template, samples: int) -> TemplateCheck:
     """Render sample rows with the tokenizer's chat template and with glmdata; report the first difference."""
+    from glmdata.families import DEFAULT_FAMILY, family_of, template_input
     from glmdata.render import render
 
     if not tokenizer.chat_template:
         return TemplateCheck("missing", template.origin)
+    family = family_of(template) or DEFAULT_FAMILY  # the input shape both templates read
     if tokenizer.chat_template == template.text:
         return TemplateCheck("same", template.origin, rows_checked=len(rows.rows))
     n = len(rows.rows)
@@ -302,8 +304,11 @@ def check_template(tokenizer, rows: Rows, template, samples: int) -> TemplateChe
         # The last check of the first row is the inference prompt: the conversation up to an answer.
         variants = [(messages, False)] + ([(messages[:-1], True)] if k == 0 and len(messages) > 1 else [])
         for msgs, gen in variants:
+            shaped = template_input({"messages": msgs}, family)
             try:
-                model_text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+                model_text = tokenizer.apply_chat_template(
+                    shaped["messages"], tools=shaped.get("tools"), tokenize=False, add_generation_prompt=gen
+                )
             except Exception as e:
                 model_text = f"<error: {type(e).__name__}: {e}>"
             ours = render(msgs, add_generation_prompt=gen, template=template)

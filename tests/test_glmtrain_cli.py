@@ -28,6 +28,7 @@ from test_train_support import (
     write_jsonl,
 )
 
+from glmdata.render import load_template
 from glmtrain import config as cfgmod
 from glmtrain.callbacks import compare_calls, parse_tool_call, tracker_mode
 from glmtrain.config import GlmtrainError
@@ -334,6 +335,20 @@ def test_template_mismatch_stops_and_shows_the_first_difference(data, tokenizer_
     own = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--json", "--template", "model")
     assert own.exit_code == 0, own.stderr
     assert json.loads(own.stdout)["template"]["status"] == "same"
+
+
+def test_a_family_template_is_compared_in_the_input_shape_it_reads(tmp_path, tokenizer_only, glmtrain_env):
+    """GLM-4-0414 takes tools as the ``tools`` variable: the model's template is given the rows in
+    that shape (glmdata.families.template_input), so its training variant renders the same."""
+    (tokenizer_only / "chat_template.jinja").write_text(load_template("glm-4-0414").text, encoding="utf-8")
+    data = Path(__file__).parent.parent / "data" / "openai_toolcall_sample.jsonl"
+    out = glmtrain_cli(
+        "run", data, "--model", tokenizer_only, "--dry-run", "--json", "--template", "glm-4-0414.generation",
+        "--eval-split", "0",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.stderr
+    check = json.loads(out.stdout)["template"]
+    assert check["status"] == "same" and check["rows_checked"] >= 1, check
 
 
 def test_offline_hub_id_gives_a_clear_error(data, glmtrain_env):

@@ -111,3 +111,25 @@ def test_usage_errors_exit_2_and_write_nothing(runner, tokenizer_dir, tmp_path, 
     result = invoke(runner, str(GLAIVE), *[x for pair in base.items() for x in pair])
     assert result.exit_code == 2 and said in result.stderr
     assert not list(tmp_path.glob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("own", "expected"),
+    [("glm-4-9b-chat-v2", "glm-4-9b-chat-v2"), ("glm-4.5", "glm-4.5"), (None, "glm-4-9b-chat")],
+)
+def test_without_template_the_tokenizer_directory_s_own_known_template_is_used(runner, tmp_path, own, expected):
+    """What glmtrain trains with: the tokenizer's own template when glmdata knows it (the shared
+    glm-4-9b-chat tokenizer carries v2), else glm-4-9b-chat's; so glmtrain takes the file."""
+    directory = write_tiktoken_dir(tmp_path / "tok")
+    if own is not None:
+        (directory / "chat_template.jinja").write_text(load_template(own).text, encoding="utf-8")
+    else:  # a template glmdata does not know
+        (directory / "chat_template.jinja").write_text("{{ messages }}", encoding="utf-8")
+    data = DATA / "advertisegen_messages_sample.jsonl"
+    out = tmp_path / "train.parquet"
+    result = invoke(runner, str(data), "--tokenizer", str(directory), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    made = tokenized.read_provenance(out)
+    tok = load_tokenizer(directory)
+    tokenized.check(out, tokenized.provenance(tok, load_template(expected), "assistant", None))
+    assert made is not None

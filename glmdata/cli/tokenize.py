@@ -23,7 +23,16 @@ def tokenize(
     input: common.InputArg,
     tokenizer: Annotated[str, typer.Option("--tokenizer", help="Local tokenizer directory of the model.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Output Parquet file.")] = "train.parquet",
-    template: common.TemplateOpt = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="Chat template: a packaged name (glm-4-9b-chat, glm-4-9b-chat-v2, glm-4-0414, glm-4.5, glm-4.6, "
+            "NAME.generation), a .jinja file, a tokenizer_config.json or a tokenizer directory. "
+            "Default: the tokenizer directory's own template when it is a known one (what glmtrain trains with), "
+            "else glm-4-9b-chat's.",
+        ),
+    ] = None,
     reasoning: common.ReasoningOpt = "text",
     train_on: common.TrainOnOpt = "assistant",
     max_length: Annotated[
@@ -47,7 +56,7 @@ def tokenize(
         common.check_paths(input, output)
         if not output.endswith(".parquet"):
             raise common.UserError(f"--output must be a .parquet file, not {output!r}")
-        chat = common.chat_template(template)
+        chat = common.chat_template(template if template is not None else _own_template(tokenizer))
         loaded = common.tokenizer_at(tokenizer)
         try:
             return tokenize_dataset(
@@ -57,6 +66,18 @@ def tokenize(
             raise common.UserError(str(exc)) from None
 
     common.run(body, stdout=as_json)
+
+
+def _own_template(tokenizer_dir: str) -> str | None:
+    """The tokenizer directory's own chat template when glmdata knows it (glm-4-9b-chat ships two
+    variants), else None (the default): the template ``glmtrain run`` trains with, so that the file
+    is one it takes."""
+    from glmdata.render import TemplateError, known_template, load_template
+
+    try:
+        return known_template(load_template(tokenizer_dir))
+    except TemplateError:
+        return None
 
 
 def tokenize_dataset(
