@@ -329,6 +329,8 @@ def test_template_mismatch_stops_and_shows_the_first_difference(data, tokenizer_
     assert out.exit_code == 1
     assert "first difference at character" in out.stderr
     assert "--allow-template-mismatch" in out.stderr
+    said = " ".join(out.stderr.split())
+    assert "(not a template glmdata knows)" in said and "glm-4-0414, glm-4.5, glm-4.6" in said
     allowed = glmtrain_cli("run", data, "--model", tokenizer_only, "--dry-run", "--json", "--allow-template-mismatch")
     assert allowed.exit_code == 0, allowed.stderr
     assert json.loads(allowed.stdout)["template"]["status"] == "differs"

@@ -6,6 +6,7 @@ network; absurd numbers on the command line are refused or handled, never a trac
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,7 +137,7 @@ def test_hostile_template_through_the_cli_exits_2_in_one_line(command: list[str]
         return
     result = run(command[0], "in.jsonl", *command[1:], "--template", "evil.jinja", code=2)
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: evil.jinja: "), result.stderr
+    assert re.match(r"error: (row \d+: )?evil\.jinja: ", lines[-1]), result.stderr
     assert not any(marker in result.output for marker in SECRET_MARKERS), result.output
     assert "root:x:0:0" not in result.output
 

@@ -28,7 +28,9 @@ def install_template(
     template: Annotated[
         str | None,
         typer.Option(
-            "--template", help="Write this template instead (.jinja, tokenizer_config.json or tokenizer directory)."
+            "--template",
+            help="Write this template instead: a packaged name (glm-4-9b-chat-v2, glm-4-0414, glm-4.5, glm-4.6), "
+            "a .jinja file, a tokenizer_config.json or a tokenizer directory.",
         ),
     ] = None,
 ) -> None:
