@@ -353,6 +353,24 @@ def test_a_family_template_is_compared_in_the_input_shape_it_reads(tmp_path, tok
     assert check["status"] == "same" and check["rows_checked"] >= 1, check
 
 
+def test_a_glm_4_5_tokenizer_plans_with_its_own_template_and_masks(tmp_path, tokenizer_only, glmtrain_env):
+    """A GLM-4.5 tokenizer (its template, <think> and </think> as special tokens): the dry run
+    recognises the template with no flag and counts the trained tokens of reasoning rows."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_only)
+    tok.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    tok.chat_template = load_template("glm-4.5").text
+    target = tmp_path / "glm45_tokenizer"
+    tok.save_pretrained(target)
+    data = Path(__file__).parent.parent / "data" / "reason_tool_use_demo_50.jsonl"
+    out = glmtrain_cli("run", data, "--model", target, "--dry-run", "--json", "--eval-split", "0")
+    assert out.exit_code == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["template"]["status"] == "same" and plan["template"]["training_template"] == "glmdata:glm-4.5"
+    assert plan["rows"]["train"] == 50 and 0 < plan["tokens"]["trained_tokens"] < plan["tokens"]["tokens"]
+
+
 def test_offline_hub_id_gives_a_clear_error(data, glmtrain_env):
     out = glmtrain_subprocess(
         "run", data, "--model", "no-such-org/no-such-model", "--dry-run", env={"HF_HUB_OFFLINE": "1"}
