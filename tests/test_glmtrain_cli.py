@@ -25,6 +25,7 @@ from test_train_support import (
     glmtrain_env,  # noqa: F401 - fixture
     glmtrain_subprocess,
     tiny_model_dir,  # noqa: F401 - fixture
+    tokenizer_only,  # noqa: F401 - fixture
     write_jsonl,
 )
 
@@ -32,16 +33,6 @@ from glmdata.render import load_template
 from glmtrain import config as cfgmod
 from glmtrain.callbacks import compare_calls, parse_tool_call, tracker_mode
 from glmtrain.config import GlmtrainError
-
-
-@pytest.fixture
-def tokenizer_only(tiny_model_dir, tmp_path) -> Path:
-    """The tiny model's tokenizer alone, without weights or model config."""
-    target = tmp_path / "tokenizer_only"
-    target.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(tiny_model_dir / name, target / name)
-    return target
 
 
 @pytest.fixture

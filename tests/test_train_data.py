@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from test_train_support import (
     glmtrain_cli,
     glmtrain_env,  # noqa: F401 - fixture
     tiny_model_dir,  # noqa: F401 - fixture
+    tokenizer_only,  # noqa: F401 - fixture
     tool_call_row,
     write_jsonl,
 )
@@ -64,16 +64,6 @@ def dry_plan(*args) -> dict:
     result = glmtrain_cli("run", *args, "--dry-run", "--json", "--tracker", "none")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
-
-
-@pytest.fixture
-def tokenizer_only(tiny_model_dir, tmp_path) -> Path:
-    """The tiny model's tokenizer without its weights: a run that got as far as loading them would fail."""
-    target = tmp_path / "tokenizer_only"
-    target.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(tiny_model_dir / name, target / name)
-    return target
 
 
 # ------------------------------------------------------------------------------ tokenized files

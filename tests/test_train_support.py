@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,14 @@ def glmtrain_subprocess(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def tokenizer_only(tiny_model_dir, tmp_path) -> Path:
+    """The tiny model's tokenizer without its weights or model config: a run that got as far as
+    loading them would fail."""
+    target = tmp_path / "tokenizer_only"
+    target.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_model_dir / name, target / name)
+    return target
