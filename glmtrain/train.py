@@ -920,10 +920,15 @@ def prepare(cfg: TrainConfig, console, *, need_model: bool = True) -> Prepared:
     sample = next(iter(rows.values()), None) or Rows("glmtrain's probe conversations", PROBE_ROWS, [0, 1], None)
     check = check_template(tokenizer, sample, template, cfg.template_samples)
     if check.status == "differs" and not cfg.allow_template_mismatch:
+        from glmdata.render import KNOWN_TEMPLATES, known_template
+
+        own = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+        unknown = "" if known_template(own) else " (not a template glmdata knows)"
         raise DataProblem(
-            "the model tokenizer's chat template (used at inference) renders the data differently from the "
-            f"training template ({template.origin}):\n{check.describe()}",
-            "pass --template model to train with the model's own template, or --allow-template-mismatch to train "
+            f"the model tokenizer's chat template{unknown} (used at inference) renders the data differently "
+            f"from the training template ({template.origin}):\n{check.describe()}",
+            f"pass --template NAME for the model's family (glmdata knows {', '.join(KNOWN_TEMPLATES)}), "
+            "--template model to train with the model's own template, or --allow-template-mismatch to train "
             "with this one (the saved tokenizer then carries it, so inference matches training)",
         )
     if check.status != "same":
