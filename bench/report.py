@@ -19,7 +19,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 RESULTS_JSON = BENCH / "results.json"
 RESULTS_MD = BENCH / "RESULTS.md"
-ORDER = ("tokenize", "pipeline", "floor", "memory", "workers", "startup", "size", "render")
+ORDER = ("tokenize", "pipeline", "floor", "memory", "workers", "startup", "size", "render", "train")
 LIBRARIES = ("orjson", "transformers", "tokenizers", "tiktoken", "jinja2", "pydantic", "jsonschema", "typer", "rich")
 
 

@@ -261,6 +261,16 @@ def run(
             show_default=False,
         ),
     ] = None,
+    padding_free: Annotated[
+        bool | None,
+        typer.Option(
+            "--padding-free/--no-padding-free",
+            help="Lay each batch's rows end to end (position_ids, no padding) instead of padding them to the "
+            "longest. (default: auto: padding-free when the model builds its attention masks from position_ids "
+            "and the batch holds more than one row)",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Default: 42.", show_default=False)] = None,
     dtype: Annotated[
         str | None,

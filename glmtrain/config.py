@@ -197,6 +197,9 @@ class TrainConfig(BaseModel):
     save_total_limit: int | None = None
     gradient_checkpointing: bool = True
     packing: bool = False
+    # rows of a batch laid end to end with position_ids, no padding; None: when the model's masks allow it
+    # (glmtrain.train.choose_batching)
+    padding_free: bool | None = None
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # numpy and torch refuse other seeds, after the weights load
     resume: PathText | None = None  # "latest" or a checkpoint directory
     deepspeed: PathText | None = None  # "zero2", "zero3" (shipped JSON files) or a path; for torchrun/deepspeed

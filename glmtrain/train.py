@@ -941,6 +941,8 @@ def prepare(cfg: TrainConfig, console, *, need_model: bool = True) -> Prepared:
             )
         )
 
+    batching = choose_batching(cfg, read_model_config(model_path or cfg.model, download=model_path is not None))
+
     # tokenized files made otherwise are refused before anything is tokenized
     provenances = {}
     if any(pretokenized.values()):
@@ -1022,7 +1024,14 @@ def prepare(cfg: TrainConfig, console, *, need_model: bool = True) -> Prepared:
         cfg, model_path, tokenizer, template, check, sources, eval_source, mix, eval_part, eval_rows,
         train_dataset, eval_dataset, held_out, held,
     )  # fmt: skip
-    prep.plan = make_plan(prep, stats, eval_stats, longest, max_length, steps)
+    prep.plan = make_plan(prep, stats, eval_stats, longest, max_length, steps, batching)
+    if batching["mode"] == "padding-free" and max_length is not None:
+        # TRL does not cut padding-free rows: cut them here as it cuts padded ones (same ids, same labels)
+        keep_end = cfg.sft.get("truncation_mode") == "keep_end"
+        if stats["truncated_rows"] or stats["dropped_rows"]:
+            prep.train_dataset = cut_rows(prep.train_dataset, max_length, keep_end=keep_end)
+        if eval_stats and (eval_stats["truncated_rows"] or eval_stats["dropped_rows"]):
+            prep.eval_dataset = cut_rows(prep.eval_dataset, max_length, keep_end=keep_end)
     note = prep.plan["predictions"].get("off")
     if note and cfg.num_predictions > 0 and eval_part is not None:
         console.print(f"[yellow]predictions:[/] {escape(note)}")
@@ -1101,7 +1110,13 @@ def eval_rows_limit(cfg: TrainConfig, steps: dict[str, Any]) -> int | None:
 
 
 def make_plan(
-    prep: Prepared, stats, eval_stats, longest: int, max_length: int | None, steps: dict[str, Any]
+    prep: Prepared,
+    stats,
+    eval_stats,
+    longest: int,
+    max_length: int | None,
+    steps: dict[str, Any],
+    batching: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     cfg = prep.cfg
     has_eval = prep.eval_dataset is not None
@@ -1124,6 +1139,7 @@ def make_plan(
         "eval_tokens": eval_stats,
         "max_length": {"value": max_length, "setting": cfg.max_length, "longest_row": longest},
         "steps": steps,
+        "batching": batching or choose_batching(cfg, None),
         "predictions": predictions_plan(prep),
         "lora": {
             "r": cfg.lora_r,
@@ -1229,6 +1245,8 @@ def print_plan(plan: dict[str, Any], console) -> None:
         f"effective batch {s['effective_batch']} = {s['batch_size']} x {s['gradient_accumulation_steps']} "
         f"accumulation x {plural(s['processes'], 'process', 'processes')}",
     )
+    if plan.get("batching"):
+        table.add_row("batching", plan["batching"]["reason"])
     at_end = f"at the end (step {s['total']})"
     if s["eval_every"]:
         when = at_end if s["first_eval"] >= s["total"] else f"{_every(s['eval_every'])} from step {s['first_eval']}"
@@ -1261,6 +1279,133 @@ def describe_dataset(d: dict[str, Any]) -> str:
     )
 
 
+# --- batching --------------------------------------------------------------------------------
+
+FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
+# transformers' mask builders (masking_utils): with no attention_mask and no cache, they cut the causal
+# mask into one block per sequence where position_ids start again at 0
+MASK_BUILDERS = ("create_causal_mask", "create_sliding_window_causal_mask", "create_chunked_causal_mask")
+
+
+def read_model_config(model: str | None, *, download: bool) -> dict[str, Any] | None:
+    """The model's ``config.json`` (no weights): from a local directory, else for a hub id the Hub's
+    (``download``) or the cached copy; ``None`` where there is none."""
+    from glmtrain import tiny
+
+    if model is None:
+        return None
+    if tiny.is_preset(model):
+        return {"model_type": "glm"}  # what tiny.build_model makes: a GlmForCausalLM
+    path: Any = Path(model).expanduser() / "config.json"
+    if not Path(model).expanduser().exists():
+        if not _looks_like_hub_id(model):
+            return None
+        try:
+            if download:
+                from huggingface_hub import hf_hub_download
+
+                path = hf_hub_download(model, "config.json")
+            else:
+                from huggingface_hub import try_to_load_from_cache
+
+                path = try_to_load_from_cache(model, "config.json")
+        except Exception:
+            return None
+        if not isinstance(path, str):
+            return None
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def masks_from_position_ids(config: dict[str, Any] | None, init: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the model keeps rows laid end to end in one sequence apart (padding-free is then exact),
+    and what it does: a model of transformers' own whose code builds its masks with ``masking_utils``
+    (GLM-4 ``-hf``: glm, glm4, glm4_moe), or that runs flash attention, takes each row's bounds from
+    ``position_ids``; remote code (``THUDM/glm-4-9b-chat``, model type chatglm) builds its own masks
+    and would attend across the rows. ``init``: the ``model_init_kwargs`` the weights load with."""
+    if config is None:
+        return False, "the model's config.json was not read (a dry run without the model)"
+    import importlib
+
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES, model_type_to_module_name
+
+    model_type = str(config.get("model_type") or "unknown")
+    if model_type not in CONFIG_MAPPING_NAMES or (config.get("auto_map") and init.get("trust_remote_code")):
+        return False, f"remote-code model {model_type} builds its own masks"
+    attention = (
+        init.get("attn_implementation") or config.get("attn_implementation") or config.get("_attn_implementation")
+    )
+    if attention in FLASH_ATTENTION:
+        return True, f"{attention} takes each row's bounds from position_ids ({model_type})"
+    name = model_type_to_module_name(model_type)
+    try:
+        module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+    except ImportError:
+        return False, f"transformers has no modeling code for {model_type} here"
+    if any(hasattr(module, builder) for builder in MASK_BUILDERS):
+        return True, f"the model builds its attention masks from position_ids ({model_type})"
+    return False, f"{model_type} builds its attention masks without position_ids"
+
+
+def choose_batching(cfg: TrainConfig, config: dict[str, Any] | None) -> dict[str, Any]:
+    """How the rows of a batch are laid out, and why: ``padding-free`` (end to end in one row, with
+    ``position_ids``; no padding computed), ``padded`` (each row padded to the batch's longest: TRL's
+    default) or ``packing``. Auto (``padding_free`` None): padding-free when the model keeps the rows
+    apart (``masks_from_position_ids``) and a batch holds more than one row. ``--padding-free`` on a
+    model that would attend across the rows is refused."""
+    exact, what = masks_from_position_ids(config, cfg.sft.get("model_init_kwargs") or {})
+    setting = cfg.padding_free
+    if cfg.packing:
+        if setting is False:
+            raise GlmtrainError(
+                "--packing lays the packed rows end to end (padding-free): it cannot go with --no-padding-free",
+                "drop --packing (rows are then padded) or --no-padding-free",
+            )
+        if not exact and config is not None:
+            raise GlmtrainError(
+                f"--packing: {what}, so the rows packed into one block would attend to each other",
+                "drop --packing; with a GLM-4 model use THUDM/glm-4-9b-chat-hf (transformers' own code)",
+            )
+        return {"mode": "packing", "setting": setting, "reason": "packing: rows packed into max_length blocks"}
+    if setting is False:
+        return {"mode": "padded", "setting": setting, "reason": "padded: --no-padding-free"}
+    if setting is True:
+        if not exact and config is not None:
+            raise GlmtrainError(
+                f"--padding-free: {what}, so the rows laid end to end in a batch would attend to each other",
+                "drop --padding-free (the rows are then padded); with a GLM-4 model use THUDM/glm-4-9b-chat-hf "
+                "(transformers' own code), or load it with flash attention "
+                "(--set sft.model_init_kwargs.attn_implementation=flash_attention_2)",
+            )
+        reason = f"padding-free (--padding-free): {what}" + (
+            "; batch size 1 gains nothing" if cfg.batch_size == 1 else ""
+        )
+        return {"mode": "padding-free", "setting": setting, "reason": reason}
+    if not exact:
+        return {"mode": "padded", "setting": setting, "reason": f"padded: {what}"}
+    if cfg.batch_size == 1:
+        return {"mode": "padded", "setting": setting, "reason": "padded: batch size 1 (nothing to pad)"}
+    return {"mode": "padding-free", "setting": setting, "reason": f"padding-free: {what}"}
+
+
+def cut_rows(dataset, max_length: int, *, keep_end: bool = False):
+    """The rows cut to ``max_length`` tokens and those left with no trained token dropped, as TRL does to
+    padded rows (it leaves padding-free ones whole): the same ids and labels either way."""
+    part = slice(-max_length, None) if keep_end else slice(None, max_length)
+
+    def cut(batch: dict[str, list]) -> dict[str, list]:
+        return {
+            "input_ids": [ids[part] for ids in batch["input_ids"]],
+            "assistant_masks": [m[part] for m in batch["assistant_masks"]],
+        }
+
+    dataset = dataset.map(cut, batched=True, desc="Truncating (padding-free)")
+    return dataset.filter(lambda batch: [1 in m for m in batch["assistant_masks"]], batched=True)
+
+
 # --- training --------------------------------------------------------------------------------
 
 
@@ -1287,6 +1432,7 @@ def sft_config(cfg: TrainConfig, prep: Prepared):
     dtype = resolve_dtype(cfg.dtype)
     steps = prep.plan["steps"]
     has_eval = prep.eval_dataset is not None
+    padding_free = prep.plan["batching"]["mode"] == "padding-free"
     kwargs: dict[str, Any] = dict(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.batch_size,
@@ -1312,8 +1458,10 @@ def sft_config(cfg: TrainConfig, prep: Prepared):
         use_cpu=not has_accelerator(),
         # every LoRA weight takes part in the forward pass: DDP need not look for unused ones each step
         ddp_find_unused_parameters=False,
-        max_length=prep.plan["max_length"]["value"],
+        # padding-free rows are cut to max_length by prepare (TRL cuts only padded or packed ones)
+        max_length=None if padding_free else prep.plan["max_length"]["value"],
         packing=cfg.packing,
+        padding_free=padding_free,
         seed=cfg.seed,
         report_to="none",  # SwanLab is added as a callback with a mode that never prompts
         run_name=cfg.run_name,
